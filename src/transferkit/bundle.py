@@ -1,0 +1,129 @@
+"""The model bundle: weights as safetensors, everything else as JSON. Loading never unpickles anything.
+
+A run folder holds `model.safetensors` and `model.json` (backbone, the weights it started from, preprocessing,
+head, class names, training config, history, metrics, and the sha256 of the weights file). During training,
+`checkpoint.safetensors` holds the best model so far as one self-contained file (the same JSON in its header),
+rewritten atomically after each improvement, so an interrupted run always leaves a usable model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from transferkit import __version__
+from transferkit.atomic import atomic_write_bytes, atomic_write_text
+from transferkit.backbones import get_backbone
+from transferkit.errors import UserError
+from transferkit.model import HeadConfig, TransferModel
+from transferkit.preprocess import Preprocessing
+from transferkit.weights import WeightsInfo, build_network, sha256_file
+
+__all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "load_bundle", "save_bundle", "save_checkpoint"]
+
+FORMAT = "transferkit.bundle"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+_META_KEY = "transferkit"
+
+
+def model_meta(model: TransferModel, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "transferkit_version": __version__,
+        "backbone": {
+            "name": model.spec.name,
+            "architecture": model.spec.architecture,
+            "weights": {"source": model.weights_info.source, "sha256": model.weights_info.sha256},
+        },
+        "preprocessing": model.preprocessing.to_json(),
+        "head": model.head_cfg.to_json(),
+        "class_names": model.class_names,
+        **extra,
+    }
+
+
+def _weights_bytes(model: TransferModel, metadata: dict[str, str] | None) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save(state, metadata=metadata)
+
+
+def save_bundle(model: TransferModel, run_dir: Path, extra: dict[str, Any]) -> Path:
+    """Write the weights, then the JSON naming their sha256 (each atomically). Returns the JSON's path."""
+    weights_path = run_dir / WEIGHTS_FILE
+    atomic_write_bytes(weights_path, _weights_bytes(model, None))
+    meta = model_meta(model, extra) | {"weights_file": WEIGHTS_FILE, "weights_sha256": sha256_file(weights_path)}
+    atomic_write_text(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return run_dir / META_FILE
+
+
+def save_checkpoint(model: TransferModel, path: Path, extra: dict[str, Any]) -> None:
+    """One self-contained file: weights plus the bundle JSON in the safetensors header."""
+    atomic_write_bytes(path, _weights_bytes(model, {_META_KEY: json.dumps(model_meta(model, extra))}))
+
+
+def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if path.is_dir():
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            hint = (f"; training did not finish, but {path / CHECKPOINT_FILE} holds its best model so far"
+                    if (path / CHECKPOINT_FILE).is_file() else "; pass the --out folder of `transferkit train`")
+            raise UserError(f"no model bundle in {path}: {META_FILE} is missing{hint}")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read {meta_path}: {exc} — the bundle is damaged; train again or restore it") from None
+        weights_path = path / str(meta.get("weights_file", WEIGHTS_FILE))
+        if not weights_path.is_file():
+            raise UserError(f"bundle {path} has no weights file {weights_path.name}: copy the whole run folder")
+        if sha256_file(weights_path) != meta.get("weights_sha256"):
+            raise UserError(f"{weights_path} does not match the sha256 in {meta_path}: the bundle is damaged or "
+                            f"was partly overwritten; copy it again or retrain")
+        return meta, _load_safetensors(weights_path)[1]
+    if path.is_file() and path.suffix == ".safetensors":
+        header, weights = _load_safetensors(path)
+        if _META_KEY not in header:
+            raise UserError(f"{path} is not a transferkit checkpoint (no transferkit metadata in its header)")
+        return json.loads(header[_META_KEY]), weights
+    raise UserError(f"model bundle not found: {path} — pass a run folder made by `transferkit train` "
+                    f"or a checkpoint.safetensors file")
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    data = path.read_bytes()
+    try:
+        weights = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read weights {path}: {exc} — the file is damaged or not safetensors") from None
+    return header, weights
+
+
+def load_bundle(path: Path) -> tuple[TransferModel, dict[str, Any]]:
+    """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
+    meta, weights = _read_meta_and_weights(path)
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} is a bundle of format {meta.get('format')!r} version {meta.get('format_version')!r}; "
+                        f"this transferkit ({__version__}) reads {FORMAT!r} version {FORMAT_VERSION}: "
+                        f"use a matching transferkit version")
+    try:
+        spec = get_backbone(meta["backbone"]["name"])
+        net, _ = build_network(spec, "random")
+        net.reset_classifier(0)
+        info = WeightsInfo(meta["backbone"]["weights"]["source"], meta["backbone"]["weights"]["sha256"], False)
+        model = TransferModel(spec, net, list(meta["class_names"]), HeadConfig(**meta["head"]),
+                              Preprocessing.from_json(meta["preprocessing"]), info)
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None
+    model.eval()
+    return model, meta

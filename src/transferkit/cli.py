@@ -1,0 +1,180 @@
+"""`transferkit` command line: flags map onto `TrainConfig` and the workflow functions.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from transferkit import __version__
+from transferkit.backbones import DEFAULT_BACKBONE
+from transferkit.bundle import CHECKPOINT_FILE, load_bundle
+from transferkit.config import TrainConfig
+from transferkit.errors import UserError
+from transferkit.inference import Prediction, expand_image_paths
+from transferkit.metrics import format_metrics
+from transferkit.workflow import RunLog, classify, evaluate, predict, train
+
+__all__ = ["main"]
+
+EXAMPLE_DATA = Path(__file__).resolve().parent / "example_data" / "fashion-mnist"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _blocks(text: str) -> int | None:
+    return None if text.lower() == "all" else _count(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-3, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--backbone", default=d.backbone, help=f"pretrained network (default {DEFAULT_BACKBONE})")
+    p.add_argument("--weights", default=None, help="weights file (.safetensors or .pth state dict), or 'random'")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"stage 1 (head) epochs at most (default {d.epochs})")
+    p.add_argument("--fine-tune-epochs", type=_count, default=d.fine_tune_epochs,
+                   help=f"stage 2 epochs at most; 0 skips fine-tuning (default {d.fine_tune_epochs})")
+    p.add_argument("--unfreeze-blocks", type=_blocks, default=d.unfreeze_blocks,
+                   help=f"top blocks of the base to fine-tune, or 'all' (default {d.unfreeze_blocks})")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"head learning rate (default {d.lr})")
+    p.add_argument("--fine-tune-lr", type=_positive_float, default=d.fine_tune_lr,
+                   help=f"learning rate of the top unfrozen block in stage 2 (default {d.fine_tune_lr})")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--val-split", type=_fraction, default=d.val_split, help="validation fraction (default 0.2)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--patience", type=_positive_int, default=d.patience, help="early-stopping patience in epochs")
+    p.add_argument("--hidden", type=_count, default=d.hidden, help="hidden units in the head (default: none)")
+    p.add_argument("--dropout", type=_fraction, default=d.dropout)
+    p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--test", type=Path, default=None, help="labelled test data, evaluated after each stage")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferkit", description="Transfer learning from a folder of images.")
+    parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a classifier on a class-per-folder directory or a CSV manifest")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="run folder for the model bundle and log")
+    _add_training_flags(p)
+
+    p = sub.add_parser("evaluate", help="accuracy, F1, per-class figures and confusion matrix on labelled data")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", help="top-k classes of a trained model for images or folders")
+    p.add_argument("run", type=Path)
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--top", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("classify", help="ImageNet classes from the pretrained backbone, no training")
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--top", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample and report test accuracy")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    return parser
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(backbone=args.backbone, weights=args.weights, epochs=args.epochs,
+                       fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks, lr=args.lr,
+                       fine_tune_lr=args.fine_tune_lr, batch_size=args.batch_size, val_split=args.val_split,
+                       seed=args.seed, patience=args.patience, hidden=args.hidden, dropout=args.dropout,
+                       class_weights=args.class_weights)
+
+
+def _print_predictions(predictions: list[Prediction], skipped: list[Path], as_json: bool) -> None:
+    for path in skipped:
+        print(f"skipped {path}: not a readable image", file=sys.stderr)
+    if as_json:
+        print(json.dumps([asdict(p) for p in predictions], indent=2))
+        return
+    for p in predictions:
+        ranked = ", ".join(f"{r['label']} {float(r['probability']):.3f}" for r in p.predictions)
+        print(f"{p.path}: {ranked}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        train(args.data, args.out, _config(args), args.test)
+    elif args.command == "demo":
+        print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
+        train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test")
+        print(f"try it: transferkit predict {args.out} {EXAMPLE_DATA / 'test' / 'bag'}")
+    elif args.command == "evaluate":
+        model, _ = load_bundle(args.run)
+        metrics, skipped = evaluate(model, args.data)
+        for path in skipped:
+            print(f"skipped {path}: not a readable image", file=sys.stderr)
+        print(json.dumps(metrics.to_json(), indent=2) if args.json else format_metrics(metrics))
+    elif args.command == "predict":
+        model, _ = load_bundle(args.run)
+        _print_predictions(*predict(model, expand_image_paths(args.images), args.top), args.json)
+    elif args.command == "classify":
+        _print_predictions(*classify(expand_image_paths(args.images), args.backbone, args.top, args.weights), args.json)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as exc:
+        print(f"transferkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f"; the best model so far is in {out / CHECKPOINT_FILE}" if out and (out / CHECKPOINT_FILE).is_file() else ""
+        print(f"\ntransferkit: interrupted{where}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

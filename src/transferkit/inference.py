@@ -1,0 +1,92 @@
+"""Batched inference over image files: the one place that turns paths into class probabilities."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from transferkit.data import ImageDataset, Sample, collate_skip_bad
+from transferkit.errors import UserError
+from transferkit.images import IMAGE_EXTENSIONS, is_ignored
+from transferkit.preprocess import Preprocessing, eval_transform
+
+__all__ = ["Prediction", "default_workers", "expand_image_paths", "make_loader", "pick_device", "predict_files",
+           "top_k"]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_workers() -> int:
+    """Decode in worker processes, but never more than the cores we have (2 here, more on a workstation)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
+                batch_size: int, workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, shuffle=shuffle,
+                      num_workers=workers, collate_fn=collate_skip_bad, generator=generator,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def expand_image_paths(inputs: Sequence[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for image files (hidden and system files ignored)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(is_ignored(Path(part)) for part in p.relative_to(item).parts))
+            if not found:
+                raise UserError(f"no image files in {item}: expected {', '.join(sorted(IMAGE_EXTENSIONS))} files")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise UserError(f"image not found: {item} — check the path")
+    return paths
+
+
+@torch.inference_mode()
+def predict_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[Path], batch_size: int = 32,
+                  workers: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Softmax probabilities for every file that decodes, and the indices (into `paths`) of those files."""
+    device = pick_device()
+    net = net.to(device, memory_format=torch.channels_last).eval()
+    samples = [Sample(Path(p), i) for i, p in enumerate(paths)]
+    loader = make_loader(samples, eval_transform(preprocessing), preprocessing.resize_size, batch_size, workers)
+    probs: list[np.ndarray] = []
+    kept: list[int] = []
+    for batch in loader:
+        if batch is None:
+            continue
+        images, index = batch
+        images = images.to(device, memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(images)
+        probs.append(logits.float().softmax(dim=1).cpu().numpy())
+        kept.extend(index.tolist())
+    classes = getattr(net, "num_classes", None) or 0
+    return (np.concatenate(probs) if probs else np.zeros((0, classes), dtype=np.float32)), kept
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    predictions: list[dict[str, float | str]]
+
+
+def top_k(probs: np.ndarray, names: Sequence[str], k: int) -> list[list[dict[str, float | str]]]:
+    """For each row, the k most probable classes as {"label", "probability"}, most probable first."""
+    k = min(k, probs.shape[1]) if probs.ndim == 2 else 0
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": names[j], "probability": float(row[j])} for j in idx] for row, idx in zip(probs, order)]

@@ -1,0 +1,89 @@
+"""Preprocessing as data: what a backbone expects at its input, and the transforms built from it.
+
+The same `Preprocessing` value is stored in the backbone spec, copied into every bundle and read back at
+prediction time, so a user never calls a per-family `preprocess_input` and prediction always sees exactly the
+transform that training used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+__all__ = ["Augmentation", "Preprocessing", "eval_transform", "train_transform"]
+
+_INTERPOLATIONS = {
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size, resize/crop ratio, interpolation and normalisation a pretrained network was trained with."""
+
+    input_size: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side before the centre crop (timm's convention: input_size / crop_pct)."""
+        return math.floor(self.input_size / self.crop_pct)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(data["input_size"]),
+            crop_pct=float(data["crop_pct"]),
+            interpolation=str(data["interpolation"]),
+            mean=(float(data["mean"][0]), float(data["mean"][1]), float(data["mean"][2])),
+            std=(float(data["std"][0]), float(data["std"][1]), float(data["std"][2])),
+        )
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation: zoom+crop (random resized crop), horizontal flip, small rotation."""
+
+    min_scale: float = 0.6
+    hflip: bool = True
+    rotation_degrees: float = 10.0
+
+
+def _to_normalised_tensor(p: Preprocessing) -> list[Callable[[Any], Any]]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(p.mean), std=list(p.std))]
+
+
+def eval_transform(p: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side to `resize_size`, centre-crop `input_size`, normalise."""
+    interpolation = _INTERPOLATIONS[p.interpolation]
+    return v2.Compose([
+        v2.Resize(p.resize_size, interpolation=interpolation, antialias=True),
+        v2.CenterCrop(p.input_size),
+        *_to_normalised_tensor(p),
+    ])
+
+
+def train_transform(p: Preprocessing, aug: Augmentation) -> Callable[[Image.Image], torch.Tensor]:
+    """Random zoom/crop to `input_size`, optional flip and small rotation, then the same normalisation."""
+    interpolation = _INTERPOLATIONS[p.interpolation]
+    steps: list[Callable[[Any], Any]] = [
+        v2.RandomResizedCrop(p.input_size, scale=(aug.min_scale, 1.0), interpolation=interpolation, antialias=True),
+    ]
+    if aug.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if aug.rotation_degrees > 0:
+        steps.append(v2.RandomRotation(aug.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
+    return v2.Compose([*steps, *_to_normalised_tensor(p)])
