@@ -20,13 +20,13 @@ class TrainConfig:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the backbone's pretrained weights; "random"; or a weights file
-    epochs: int = 10  # stage 1 (head only), an upper bound: early stopping may end it sooner
-    fine_tune_epochs: int = 5  # stage 2; 0 skips it
+    epochs: int = 6  # stage 1 (head only), an upper bound: early stopping may end it sooner
+    fine_tune_epochs: int = 4  # stage 2; 0 skips it
     unfreeze_blocks: int | None = 2
-    lr: float = 1e-3  # head learning rate in stage 1
+    lr: float = 3e-3  # head learning rate in stage 1
     fine_tune_lr: float = 1e-4  # top unfrozen block in stage 2; the head gets 3x, lower blocks less
     lr_spread: float = 10.0  # top block lr / stem lr in stage 2
-    batch_size: int = 32
+    batch_size: int = 16
     val_split: float = 0.2
     seed: int = 0
     class_weights: bool = False

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from transferkit.data import LabelledFiles
-from transferkit.inference import default_workers, make_loader, pick_device
+from transferkit.inference import default_workers, make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
 from transferkit.train import Best, EpochResult, StageConfig, fit_stage, make_optimizer
@@ -54,6 +54,7 @@ class Learner:
         if list(data.classes) != model.class_names:
             raise ValueError(f"model classes {model.class_names} differ from data classes {list(data.classes)}")
         self.model = model
+        self.batch_size = batch_size
         self.device = pick_device()
         self.model.to(self.device, memory_format=torch.channels_last)
         weight = class_weights(data.train.labels(), len(data.classes)).to(self.device) if balance_classes else None
@@ -74,8 +75,10 @@ class Learner:
         stage = StageConfig(name=name or f"stage {len({r.stage for r in self.history}) + 1}", epochs=epochs,
                             head_lr=lr, base_lr=lr / 10 if base_lr is None else base_lr, lr_spread=lr_spread,
                             warmup_epochs=warmup_epochs, patience=patience)
+        # Slicing a batch is exact only while no BatchNorm layer updates its statistics from the batch.
+        micro = self.batch_size if self.model.train_bn else micro_batch_size(self.device, self.batch_size)
         return fit_stage(self.model, self.train_loader, self.val_loader, self.optimizer, stage, self.loss_fn,
-                         self.best, self.device, self._epoch_done)
+                         self.best, self.device, micro, self._epoch_done)
 
     def _epoch_done(self, result: EpochResult, improved: bool) -> None:
         self.history.append(result)

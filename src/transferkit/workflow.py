@@ -19,7 +19,7 @@ from transferkit.bundle import CHECKPOINT_FILE, save_bundle, save_checkpoint
 from transferkit.config import TrainConfig
 from transferkit.data import LabelledFiles, check_trainable, load_labelled, scan_images, stratified_split
 from transferkit.errors import UserError
-from transferkit.inference import Prediction, default_workers, predict_files, top_k
+from transferkit.inference import Prediction, default_workers, infer_files, top_k
 from transferkit.learner import ImageData, Learner
 from transferkit.metrics import Metrics, compute_metrics
 from transferkit.model import HeadConfig, TransferModel
@@ -71,7 +71,7 @@ def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int 
                         f"the model knows {', '.join(model.class_names)}")
     to_model = np.array([model.class_names.index(c) for c in files.classes], dtype=np.int64)
     paths = [s.path for s in files.samples]
-    probs, kept = predict_files(model, model.preprocessing, paths, batch_size,
+    probs, kept = infer_files(model, model.preprocessing, paths, batch_size,
                                 default_workers() if workers is None else workers)
     if not kept:
         raise UserError(f"none of the {len(paths)} images in {files.source} could be read")
@@ -83,7 +83,7 @@ def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int 
 def predict(model: TransferModel, paths: Sequence[Path], top: int = 3,
             workers: int | None = None) -> tuple[list[Prediction], list[Path]]:
     """Top-`top` classes for each image; also returns the files that could not be decoded."""
-    probs, kept = predict_files(model, model.preprocessing, paths, workers=default_workers() if workers is None else workers)
+    probs, kept = infer_files(model, model.preprocessing, paths, workers=default_workers() if workers is None else workers)
     return _to_predictions(probs, kept, paths, model.class_names, top)
 
 
@@ -95,8 +95,9 @@ def classify(paths: Sequence[Path], backbone: str, top: int = 5, weights: str | 
     if not info.has_imagenet_head:
         raise UserError(f"the weights of {spec.name} ({info.source}) have no ImageNet classifier, so `classify` "
                         f"cannot name ImageNet classes with them")
-    names = [ImageNetInfo().index_to_description(i) for i in range(1000)]
-    probs, kept = predict_files(net, spec.preprocessing, paths, workers=default_workers() if workers is None else workers)
+    info = ImageNetInfo()
+    names = [info.index_to_description(i) for i in range(1000)]
+    probs, kept = infer_files(net, spec.preprocessing, paths, workers=default_workers() if workers is None else workers)
     return _to_predictions(probs, kept, paths, names, top)
 
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny real-photo data set written at test time, and one trained run reused by many tests.
+
+The images are random crops of scikit-image's bundled photographs (a cat, a cup of coffee, an astronaut):
+real pixels, three visually distinct classes, small enough to train on in seconds with the real Lite0 weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from transferkit.config import TrainConfig
+from transferkit.workflow import RunLog, TrainResult, train
+
+PHOTOS = {"cat": skimage.data.chelsea, "coffee": skimage.data.coffee, "astronaut": skimage.data.astronaut}
+
+
+def write_photo_dataset(root: Path, per_class: int, seed: int = 0, size: int = 96) -> Path:
+    """Class folders of `per_class` random crops (alternating PNG and JPEG) of each photo, resized to `size`."""
+    rng = np.random.default_rng(seed)
+    for name, load in PHOTOS.items():
+        photo = load()
+        h, w = photo.shape[:2]
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            side = int(rng.integers(min(h, w) // 2, min(h, w)))
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size))
+            crop.save(folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_photo_dataset(tmp_path_factory.mktemp("photos") / "train", per_class=8)
+
+
+@pytest.fixture(scope="session")
+def photo_test_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_photo_dataset(tmp_path_factory.mktemp("photos_test") / "test", per_class=4, seed=1)
+
+
+TINY_CONFIG = TrainConfig(epochs=2, fine_tune_epochs=1, batch_size=8, val_split=0.25, lr=3e-3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> TrainResult:
+    """One real two-stage run (2 head epochs, 1 fine-tune epoch) shared by the bundle/evaluate/predict tests."""
+    out = tmp_path_factory.mktemp("run")
+    return train(photo_data, out, TINY_CONFIG, log=RunLog(out / "train.log"))

@@ -1,0 +1,89 @@
+"""Backbone table contracts: lookup by name/alias, parameter groups, block unfreezing, BatchNorm policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from transferkit.backbones import BACKBONES, get_backbone
+from transferkit.errors import UserError
+from transferkit.model import HeadConfig, TransferModel
+from transferkit.weights import build_network
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "EfficientNet-Lite0", "EFFICIENTNETLITE0",
+                                  "tf_efficientnet_lite0"])
+def test_aliases_are_case_insensitive(name: str) -> None:
+    assert get_backbone(name).name == "efficientnet_lite0"
+
+
+def test_unknown_backbone_names_the_choices() -> None:
+    with pytest.raises(UserError, match=r"unknown backbone 'resnet9000'.*efficientnet_lite0"):
+        get_backbone("resnet9000")
+
+
+def _random_model(spec_name: str, classes: int = 4, head: HeadConfig = HeadConfig()) -> TransferModel:
+    spec = get_backbone(spec_name)
+    net, info = build_network(spec, "random")
+    net.reset_classifier(0)
+    return TransferModel(spec, net, [f"c{i}" for i in range(classes)], head, spec.preprocessing, info)
+
+
+@pytest.mark.parametrize("spec", BACKBONES, ids=lambda s: s.name)
+def test_registry_contract(spec) -> None:  # type: ignore[no-untyped-def]
+    model = _random_model(spec.name, classes=5, head=HeadConfig(hidden=16))
+    size = 64  # small input: the contract is about shapes, not accuracy
+    x = torch.randn(2, 3, size, size)
+    model.eval()
+    with torch.no_grad():
+        assert model.features(x).shape == (2, spec.feature_dim)
+        assert model(x).shape == (2, 5)
+    # every parameter in exactly one group, the head last
+    groups = model.param_groups()
+    ids = [id(p) for g in groups for p in g.params]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert [g.name for g in groups] == [*spec.block_names(), "head"]
+
+
+def test_unfreeze_top_k_makes_exactly_those_blocks_trainable() -> None:
+    model = _random_model("efficientnet_lite0")
+    names = model.spec.block_names()
+    for k in range(len(names) + 2):
+        model.unfreeze_top(k)
+        expected = names[len(names) - min(k, len(names)):]
+        assert model.trainable_blocks() == expected
+        assert all(p.requires_grad for p in model.head.parameters())
+    model.unfreeze_top(None)
+    assert model.trainable_blocks() == names
+    model.freeze_base()
+    assert model.trainable_blocks() == []
+    assert not any(p.requires_grad for p in model.base.parameters())
+
+
+def test_batchnorm_policy_frozen_blocks_stay_in_inference_mode() -> None:
+    model = _random_model("efficientnet_lite0")
+    model.unfreeze_top(2)
+    model.train()
+    for name, module in model.base.named_modules():
+        if isinstance(module, _BatchNorm):
+            assert not module.training, f"{name} should be in inference mode"
+    model.train_bn = True
+    model.train()
+    trainable = {n for n, m in model.base.named_modules() if isinstance(m, _BatchNorm) and m.training}
+    assert trainable and all(n.startswith(("blocks.6", "bn2")) for n in trainable)
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+def test_head_shapes_follow_config() -> None:
+    plain = _random_model("efficientnet_lite0", classes=3)
+    hidden = _random_model("efficientnet_lite0", classes=3, head=HeadConfig(hidden=32, dropout=0.5))
+    assert [type(m).__name__ for m in plain.head] == ["Dropout", "Linear"]
+    assert [type(m).__name__ for m in hidden.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert hidden.head[0].in_features == 1280 and hidden.head[-1].out_features == 3
+
+
+def test_negative_unfreeze_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="--unfreeze-blocks"):
+        _random_model("efficientnet_lite0").unfreeze_top(-1)

@@ -1,0 +1,101 @@
+"""The bundle: safetensors + JSON, no pickle, the same predictions in a new process, clear errors when damaged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferkit.bundle import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE, load_bundle
+from transferkit.errors import UserError
+from transferkit.inference import infer_files
+from transferkit.workflow import TrainResult
+
+
+def test_run_folder_holds_safetensors_and_json_only(trained_run: TrainResult) -> None:
+    run = trained_run.run_dir
+    assert {p.name for p in run.iterdir()} == {WEIGHTS_FILE, META_FILE, CHECKPOINT_FILE, "train.log"}
+    meta = json.loads((run / META_FILE).read_text())
+    assert meta["backbone"]["name"] == "efficientnet_lite0"
+    assert meta["backbone"]["weights"]["sha256"].startswith("579344248a93")
+    assert meta["preprocessing"] == {"input_size": 224, "crop_pct": 0.875, "interpolation": "bicubic",
+                                     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    assert meta["class_names"] == ["astronaut", "cat", "coffee"]
+    assert meta["head"] == {"hidden": 0, "dropout": 0.2}
+    assert meta["train_config"]["epochs"] == 2 and meta["train_config"]["fine_tune_epochs"] == 1
+    assert [h["stage"] for h in meta["history"]] == ["head", "head", "fine-tune"]
+    assert 0 <= meta["metrics"]["validation"]["accuracy"] <= 1
+    assert (run / WEIGHTS_FILE).read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+
+
+def test_loaded_bundle_predicts_exactly_like_the_saved_model_in_a_new_process(
+        trained_run: TrainResult, photo_test_data: Path, tmp_path: Path) -> None:
+    paths = sorted(str(p) for p in photo_test_data.rglob("*.*"))
+    expected, _ = infer_files(trained_run.model, trained_run.model.preprocessing, [Path(p) for p in paths])
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from transferkit.bundle import load_bundle\nfrom transferkit.inference import infer_files\n"
+        "model, _ = load_bundle(Path(sys.argv[1]))\n"
+        "probs, _ = infer_files(model, model.preprocessing, [Path(p) for p in sys.argv[2:]])\n"
+        "print(json.dumps(probs.tolist()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(trained_run.run_dir), *paths],
+                         capture_output=True, text=True, check=True).stdout
+    np.testing.assert_allclose(np.array(json.loads(out)), expected, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_file_loads_on_its_own(trained_run: TrainResult) -> None:
+    model, meta = load_bundle(trained_run.run_dir / CHECKPOINT_FILE)
+    assert model.class_names == trained_run.model.class_names
+    assert meta["train_config"]["seed"] == 0 and meta["history"]
+
+
+@pytest.fixture()
+def run_copy(trained_run: TrainResult, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained_run.run_dir, tmp_path / "copy"))
+
+
+def test_damaged_weights_are_detected(run_copy: Path) -> None:
+    data = bytearray((run_copy / WEIGHTS_FILE).read_bytes())
+    data[-100] ^= 0xFF
+    (run_copy / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match the sha256"):
+        load_bundle(run_copy)
+
+
+def test_missing_weights_file(run_copy: Path) -> None:
+    (run_copy / WEIGHTS_FILE).unlink()
+    with pytest.raises(UserError, match="no weights file model.safetensors"):
+        load_bundle(run_copy)
+
+
+def test_missing_json_points_to_the_checkpoint(run_copy: Path) -> None:
+    (run_copy / META_FILE).unlink()
+    with pytest.raises(UserError, match="training did not finish.*checkpoint.safetensors"):
+        load_bundle(run_copy)
+
+
+def test_incompatible_format_version(run_copy: Path) -> None:
+    meta = json.loads((run_copy / META_FILE).read_text())
+    meta["format_version"] = 99
+    (run_copy / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="version 99.*matching transferkit version"):
+        load_bundle(run_copy)
+
+
+def test_garbage_json(run_copy: Path) -> None:
+    (run_copy / META_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="cannot read .*model.json"):
+        load_bundle(run_copy)
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no model bundle in"):
+        load_bundle(tmp_path)
+    with pytest.raises(UserError, match="model bundle not found"):
+        load_bundle(tmp_path / "nothing")

@@ -1,0 +1,173 @@
+"""The command line end to end: train with bad files mixed in, evaluate, predict, the error contract
+(one line, exit 2, no traceback) and Ctrl-C leaving a usable checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from transferkit.bundle import CHECKPOINT_FILE, load_bundle
+from transferkit.cli import main
+from transferkit.workflow import TrainResult
+
+from conftest import write_photo_dataset
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_skips_bad_files_and_lists_them(tmp_path: Path, photo_data: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = Path(shutil.copytree(photo_data, tmp_path / "data"))
+    (data / "cat" / "empty.jpg").write_bytes(b"")
+    (data / "coffee" / "page.jpg").write_text("<html><body>404</body></html>")
+    good = (data / "cat" / "00.jpg").read_bytes()
+    (data / "astronaut" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "run"
+    code, stdout, _ = _cli(capsys, "train", str(data), "--out", str(out), "--epochs", "1",
+                           "--fine-tune-epochs", "0", "--batch-size", "8", "--class-weights")
+    assert code == 0
+    assert "skipped 3 unreadable file(s)" in stdout
+    log = (out / "train.log").read_text()
+    for name in ("empty.jpg", "page.jpg", "cut.jpg"):
+        assert name in log
+    assert "validation accuracy" in stdout and str(out) in stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["train_config"]["class_weights"] is True and len(meta["data"]["skipped"]) == 3
+
+
+def test_evaluate_json(trained_run: TrainResult, photo_test_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _cli(capsys, "evaluate", str(trained_run.run_dir), str(photo_test_data), "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert set(report) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert set(report["per_class"]) == {"astronaut", "cat", "coffee"}
+    assert set(report["per_class"]["cat"]) == {"precision", "recall", "f1", "support"}
+    assert report["confusion_matrix"]["labels"] == ["astronaut", "cat", "coffee"]
+    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == 12
+    # three distinct real photos: even a 3-epoch model tells them apart
+    assert report["accuracy"] >= 0.75
+
+
+def test_evaluate_table(trained_run: TrainResult, photo_test_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _cli(capsys, "evaluate", str(trained_run.run_dir), str(photo_test_data))
+    assert code == 0
+    assert stdout.startswith("accuracy ") and "confusion matrix" in stdout and "precision" in stdout
+
+
+def test_predict_json(trained_run: TrainResult, photo_test_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _cli(capsys, "predict", str(trained_run.run_dir), str(photo_test_data / "coffee"),
+                           str(photo_test_data / "cat" / "00.jpg"), "--top", "2", "--json")
+    assert code == 0
+    rows = json.loads(stdout)
+    assert len(rows) == 5
+    for row in rows:
+        assert set(row) == {"path", "predictions"} and len(row["predictions"]) == 2
+        assert set(row["predictions"][0]) == {"label", "probability"}
+        assert row["predictions"][0]["probability"] >= row["predictions"][1]["probability"]
+
+
+def _one_line_error(code: int, stderr: str, *needles: str) -> None:
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("transferkit: error:"), stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_error_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "train", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    _one_line_error(code, err, "nope", "sub-folder per class")
+
+
+def test_error_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = _cli(capsys, "train", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    _one_line_error(code, err, "empty")
+
+
+def test_error_single_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_photo_dataset(tmp_path / "d", per_class=3)
+    shutil.rmtree(data / "cat")
+    shutil.rmtree(data / "coffee")
+    code, _, err = _cli(capsys, "train", str(data), "--out", str(tmp_path / "r"))
+    _one_line_error(code, err, "astronaut", "at least two")
+
+
+def test_error_class_with_one_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_photo_dataset(tmp_path / "d", per_class=3)
+    for extra in sorted((data / "cat").iterdir())[1:]:
+        extra.unlink()
+    code, _, err = _cli(capsys, "train", str(data), "--out", str(tmp_path / "r"))
+    _one_line_error(code, err, "cat")
+
+
+def test_error_unknown_backbone(photo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(tmp_path / "r"), "--backbone", "resnet9000")
+    _one_line_error(code, err, "resnet9000", "efficientnet_lite0")
+
+
+def test_error_unreadable_bundle(tmp_path: Path, photo_test_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.json").write_text("garbage")
+    code, _, err = _cli(capsys, "evaluate", str(tmp_path), str(photo_test_data))
+    _one_line_error(code, err, "model.json", "damaged")
+
+
+def test_error_evaluate_with_unknown_classes(trained_run: TrainResult, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_photo_dataset(tmp_path / "d", per_class=2)
+    (data / "cat").rename(data / "dog")
+    code, _, err = _cli(capsys, "evaluate", str(trained_run.run_dir), str(data))
+    _one_line_error(code, err, "dog", "not trained on")
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--epochs", "ten"), ("--lr", "-1"), ("--lr", "nan"),
+                                        ("--val-split", "1.5"), ("--batch-size", "0")])
+def test_bad_flag_values_exit_2(flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "r"), flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "transferkit.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path) -> None:
+    proc = _spawn("predict", str(tmp_path / "no-run"), str(tmp_path))
+    _, err = proc.communicate(timeout=120)
+    _one_line_error(proc.returncode, err, "no-run")
+
+
+def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _spawn("train", str(photo_data), "--out", str(out), "--epochs", "30", "--patience", "30",
+                  "--batch-size", "8", "--lr", "1e-4")
+    checkpoint = out / CHECKPOINT_FILE
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "no checkpoint was written"
+    time.sleep(1.5)  # interrupt in the middle of a later epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in err and str(checkpoint) in err and "Traceback" not in err
+    model, meta = load_bundle(checkpoint)
+    assert model.class_names == ["astronaut", "cat", "coffee"] and meta["history"]
+    assert not list(out.glob(".*.tmp"))  # no half-written temporary file left behind
