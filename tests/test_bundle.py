@@ -28,7 +28,7 @@ def test_run_folder_holds_safetensors_and_json_only(trained_run: TrainResult) ->
     assert meta["class_names"] == ["astronaut", "cat", "coffee"]
     assert meta["head"] == {"hidden": 0, "dropout": 0.2}
     assert meta["train_config"]["epochs"] == 2 and meta["train_config"]["fine_tune_epochs"] == 1
-    assert [h["stage"] for h in meta["history"]] == ["head", "head", "fine-tune"]
+    assert [h["stage"] for h in meta["history"]] == ["probe", "head", "head", "fine-tune"]
     assert 0 <= meta["metrics"]["validation"]["accuracy"] <= 1
     assert (run / WEIGHTS_FILE).read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
 

@@ -171,3 +171,18 @@ def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Pa
     model, meta = load_bundle(checkpoint)
     assert model.class_names == ["astronaut", "cat", "coffee"] and meta["history"]
     assert not list(out.glob(".*.tmp"))  # no half-written temporary file left behind
+
+
+def test_train_from_a_csv_manifest(tmp_path: Path, photo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = ["path,label,source"] + [f"{p.relative_to(photo_data).as_posix()},{p.parent.name},x"
+                                    for p in sorted(photo_data.rglob("*.*"))]
+    manifest = photo_data / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    try:
+        out = tmp_path / "run"
+        code, stdout, _ = _cli(capsys, "train", str(manifest), "--out", str(out), "--probe-epochs", "5",
+                               "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8")
+    finally:
+        manifest.unlink()
+    assert code == 0 and "3 classes, 18 training and 6 validation images" in stdout
+    assert json.loads((out / "model.json").read_text())["class_names"] == ["astronaut", "cat", "coffee"]

@@ -106,3 +106,21 @@ def test_early_stopping_stops_after_patience(photo_data: Path) -> None:
     learner.fit(epochs=1, lr=3e-3)
     results = learner.fit(epochs=6, lr=80.0, patience=2, warmup_epochs=0)  # only gets worse
     assert len(results) == 2
+
+
+def test_probe_fits_the_head_on_frozen_features_only(photo_data: Path) -> None:
+    torch.manual_seed(0)
+    data = load_images(photo_data, val_split=0.25, seed=0)
+    model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
+    base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    head_before = [p.clone() for p in model.head.parameters()]
+    learner = Learner(model, data, batch_size=8, workers=0)
+    result = learner.probe(epochs=20, lr=3e-3)
+    assert result.stage == "probe" and learner.best.where == "probe"
+    assert result.train_accuracy > 0.9  # three distinct photos: linearly separable in ImageNet features
+    for key, value in model.base.state_dict().items():
+        assert torch.equal(value, base_before[key]), key
+    assert not any(torch.equal(a, b) for a, b in zip(head_before, model.head.parameters()))
+    model.unfreeze_top(1)
+    with pytest.raises(ValueError, match="base frozen"):
+        learner.probe()

@@ -4,7 +4,8 @@
     data = tk.load_images("photos/", val_split=0.2, seed=0)
     model = tk.TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))  # base frozen, new head
     learner = tk.Learner(model, data)
-    learner.fit(epochs=6, lr=3e-3)                       # stage 1: the head
+    learner.probe()                                      # warm start: head fitted on frozen features
+    learner.fit(epochs=4, lr=1e-3)                       # stage 1: the head, with augmentation
     model.unfreeze_top(2)
     learner.fit(epochs=4, lr=3e-4, base_lr=1e-4)         # stage 2: lower, per-block rates
 """
@@ -19,10 +20,10 @@ from transferkit.learner import ImageData, Learner
 from transferkit.metrics import Metrics, format_metrics
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.preprocess import Augmentation, Preprocessing
-from transferkit.workflow import classify, evaluate, load_images, predict, train
+from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, load_images, predict, train
 
 __all__ = [
-    "BACKBONES", "Augmentation", "BackboneSpec", "HeadConfig", "ImageData", "Learner", "Metrics", "Preprocessing",
+    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "HeadConfig", "ImageData", "Learner", "Metrics", "Preprocessing",
     "TrainConfig", "TransferModel", "UserError", "__version__", "classify", "evaluate", "format_metrics",
     "get_backbone", "load_bundle", "load_images", "predict", "save_bundle", "train",
 ]

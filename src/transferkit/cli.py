@@ -19,11 +19,10 @@ from transferkit.config import TrainConfig
 from transferkit.errors import UserError
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
-from transferkit.workflow import RunLog, classify, evaluate, predict, train
+from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, train
 
 __all__ = ["main"]
 
-EXAMPLE_DATA = Path(__file__).resolve().parent / "example_data" / "fashion-mnist"
 
 
 def _positive_int(text: str) -> int:
@@ -71,6 +70,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--backbone", default=d.backbone, help=f"pretrained network (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", default=None, help="weights file (.safetensors or .pth state dict), or 'random'")
+    p.add_argument("--probe-epochs", type=_count, default=d.probe_epochs,
+                   help=f"epochs of the linear-probe warm start on frozen features; 0 skips it (default {d.probe_epochs})")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"stage 1 (head) epochs at most (default {d.epochs})")
     p.add_argument("--fine-tune-epochs", type=_count, default=d.fine_tune_epochs,
                    help=f"stage 2 epochs at most; 0 skips fine-tuning (default {d.fine_tune_epochs})")
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(backbone=args.backbone, weights=args.weights, epochs=args.epochs,
+    return TrainConfig(backbone=args.backbone, weights=args.weights, probe_epochs=args.probe_epochs, epochs=args.epochs,
                        fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks, lr=args.lr,
                        fine_tune_lr=args.fine_tune_lr, batch_size=args.batch_size, val_split=args.val_split,
                        seed=args.seed, patience=args.patience, hidden=args.hidden, dropout=args.dropout,

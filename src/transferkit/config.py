@@ -20,10 +20,11 @@ class TrainConfig:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the backbone's pretrained weights; "random"; or a weights file
-    epochs: int = 6  # stage 1 (head only), an upper bound: early stopping may end it sooner
+    probe_epochs: int = 30  # linear-probe warm start of the head on frozen features (cheap); 0 skips it
+    epochs: int = 4  # stage 1 (head only, augmented), an upper bound: early stopping may end it sooner
     fine_tune_epochs: int = 4  # stage 2; 0 skips it
     unfreeze_blocks: int | None = 2
-    lr: float = 3e-3  # head learning rate in stage 1
+    lr: float = 1e-3  # head learning rate in stage 1 (the probe uses 3x)
     fine_tune_lr: float = 1e-4  # top unfrozen block in stage 2; the head gets 3x, lower blocks less
     lr_spread: float = 10.0  # top block lr / stem lr in stage 2
     batch_size: int = 16
@@ -42,6 +43,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "--epochs", self.epochs, "1 or more"),
+            (self.probe_epochs >= 0, "--probe-epochs", self.probe_epochs, "0 or more"),
             (self.fine_tune_epochs >= 0, "--fine-tune-epochs", self.fine_tune_epochs, "0 or more"),
             (self.unfreeze_blocks is None or self.unfreeze_blocks >= 0, "--unfreeze-blocks", self.unfreeze_blocks,
              "0 or more, or 'all'"),

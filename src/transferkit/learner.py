@@ -1,7 +1,8 @@
 """`Learner`: a model, its data and one optimizer, so the stages of transfer learning compose in a few lines.
 
     learner = Learner(model, data)
-    learner.fit(epochs=10, lr=1e-3)                  # stage 1: base frozen, head trained
+    learner.probe()                                  # warm start: the head fitted on frozen features
+    learner.fit(epochs=4, lr=1e-3)                   # stage 1: base frozen, head trained with augmentation
     model.unfreeze_top(2)
     learner.fit(epochs=5, lr=3e-4, base_lr=1e-4)     # stage 2: lower, per-block rates
 
@@ -12,6 +13,7 @@ validation loss is tracked across stages, so a stage that only makes things wors
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +26,8 @@ from transferkit.data import LabelledFiles
 from transferkit.inference import default_workers, make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
-from transferkit.train import Best, EpochResult, StageConfig, fit_stage, make_optimizer
+from transferkit.probe import extract_features, fit_head
+from transferkit.train import Best, EpochResult, StageConfig, evaluate, fit_stage, make_optimizer
 
 __all__ = ["ImageData", "Learner", "class_weights"]
 
@@ -68,6 +71,27 @@ class Learner:
         self.train_loader = make_loader(data.train.samples, train_transform(p, augmentation), p.resize_size,
                                         batch_size, workers, shuffle=True, seed=seed)
         self.val_loader = make_loader(data.val.samples, eval_transform(p), p.resize_size, batch_size, workers)
+        self._clean_train_loader = make_loader(data.train.samples, eval_transform(p), p.resize_size, batch_size,
+                                               workers)
+        self._weight_decay, self._seed = weight_decay, seed
+
+    def _micro_batch(self) -> int:
+        # Slicing a batch is exact only while no BatchNorm layer updates its statistics from the batch.
+        return self.batch_size if self.model.train_bn else micro_batch_size(self.device, self.batch_size)
+
+    def probe(self, epochs: int = 30, lr: float = 3e-3) -> EpochResult:
+        """Linear-probe warm start: one pass of the frozen base over the training images (no augmentation),
+        then `epochs` quick epochs of the head on those features; scored on validation like any epoch."""
+        if self.model.trainable_blocks():
+            raise ValueError("probe() needs the base frozen: call model.freeze_base() first")
+        start = time.perf_counter()
+        features, labels = extract_features(self.model, self._clean_train_loader, self.device, self._micro_batch())
+        train_loss, train_acc = fit_head(self.model.head, features, labels, self.loss_fn, epochs, lr,
+                                         self.batch_size, self._weight_decay, self._seed)
+        val_loss, val_acc = evaluate(self.model, self.val_loader, self.loss_fn, self.device, self._micro_batch())
+        result = EpochResult("probe", 1, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - start)
+        self._epoch_done(result, self.best.offer(self.model, val_loss, "probe"))
+        return result
 
     def fit(self, epochs: int, lr: float, base_lr: float | None = None, lr_spread: float = 10.0,
             patience: int = 3, warmup_epochs: float = 1.0, name: str | None = None) -> list[EpochResult]:
@@ -75,10 +99,8 @@ class Learner:
         stage = StageConfig(name=name or f"stage {len({r.stage for r in self.history}) + 1}", epochs=epochs,
                             head_lr=lr, base_lr=lr / 10 if base_lr is None else base_lr, lr_spread=lr_spread,
                             warmup_epochs=warmup_epochs, patience=patience)
-        # Slicing a batch is exact only while no BatchNorm layer updates its statistics from the batch.
-        micro = self.batch_size if self.model.train_bn else micro_batch_size(self.device, self.batch_size)
         return fit_stage(self.model, self.train_loader, self.val_loader, self.optimizer, stage, self.loss_fn,
-                         self.best, self.device, micro, self._epoch_done)
+                         self.best, self.device, self._micro_batch(), self._epoch_done)
 
     def _epoch_done(self, result: EpochResult, improved: bool) -> None:
         self.history.append(result)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from transferkit.model import HeadConfig, TransferModel
 from transferkit.train import EpochResult
 from transferkit.weights import build_network
 
-__all__ = ["RunLog", "TrainResult", "classify", "evaluate", "load_images", "predict", "train"]
+__all__ = ["EXAMPLE_DATA", "RunLog", "TrainResult", "classify", "evaluate", "load_images", "predict", "train"]
 
-Log = Callable[[str], None]
+EXAMPLE_DATA = Path(__file__).resolve().parent / "example_data" / "fashion-mnist"
 
 
 class RunLog:
@@ -133,6 +133,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
     test_files = load_labelled(Path(test_path)) if test_path is not None else None
     log(f"indexing {data_path}")
     data = load_images(Path(data_path), cfg.val_split, cfg.seed, min_size=spec.preprocessing.resize_size)
+    if data.train.empty_classes:
+        log(f"ignored empty class folder(s): {', '.join(data.train.empty_classes)}")
     if data.skipped:
         log(f"skipped {len(data.skipped)} unreadable file(s); they are listed in {out / 'train.log'}")
         for path, reason in data.skipped:
@@ -167,6 +169,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         log(line + f" (best weights: {learner.best.where})")
 
     log(f"stage 1: training the head on the frozen base (up to {cfg.epochs} epochs)")
+    if cfg.probe_epochs > 0:
+        learner.probe(cfg.probe_epochs, 3 * cfg.lr)
     learner.fit(cfg.epochs, cfg.lr, patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="head")
     stage_done("stage 1")
     if cfg.fine_tune_epochs > 0 and cfg.unfreeze_blocks != 0:

@@ -1,0 +1,67 @@
+"""Linear probing: features from the frozen base computed once, then the head fitted on them in a blink.
+
+Used as the warm start of stage 1 (LP-FT, Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"):
+a head that starts at the linear-probe optimum makes the augmented head training and the fine-tuning that
+follow start from a good model instead of a random head whose large early gradients disturb the base.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from transferkit.model import TransferModel
+from transferkit.train import lr_at
+
+__all__ = ["extract_features", "fit_head"]
+
+Batch = tuple[torch.Tensor, torch.Tensor] | None
+
+
+@torch.inference_mode()
+def extract_features(model: TransferModel, loader: Iterable[Batch], device: torch.device,
+                     micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled base features and labels for every decodable image of the loader (base in inference mode)."""
+    model.eval()
+    feats: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    for batch in loader:
+        if batch is None:
+            continue
+        images, y = batch
+        images = images.to(device, memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats.extend(model.features(x).float() for x in images.split(micro_batch))
+        labels.append(y.to(device))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module, epochs: int,
+             lr: float, batch_size: int, weight_decay: float, seed: int) -> tuple[float, float]:
+    """Train `head` on fixed features with AdamW and a warmup+cosine schedule. Returns the last epoch's
+    (mean loss, accuracy)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(labels)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    total = epochs * steps_per_epoch
+    head.train()
+    step, loss_sum, correct = 0, 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(features.device)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_at(step, total, steps_per_epoch)
+            logits = head(features[idx])
+            loss = loss_fn(logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+    return loss_sum / max(1, n), correct / max(1, n)
