@@ -186,3 +186,21 @@ def test_train_from_a_csv_manifest(tmp_path: Path, photo_data: Path, capsys: pyt
         manifest.unlink()
     assert code == 0 and "3 classes, 18 training and 6 validation images" in stdout
     assert json.loads((out / "model.json").read_text())["class_names"] == ["astronaut", "cat", "coffee"]
+
+
+def test_bundled_demo_data_is_small_licensed_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transferkit.workflow import EXAMPLE_DATA
+
+    files = sorted(EXAMPLE_DATA.rglob("*.png"))
+    assert len(files) == 600 and sum(f.stat().st_size for f in files) < 3_000_000
+    assert len({f.parent.name for f in files}) == 10
+    notice = (EXAMPLE_DATA / "README.md").read_text()
+    assert "MIT" in notice and "Zalando" in notice
+    # The demo's data with the real weights: the probe and one augmented epoch already beat chance by far.
+    out = tmp_path / "demo"
+    code, stdout, _ = _cli(capsys, "train", str(EXAMPLE_DATA / "train"), "--out", str(out), "--epochs", "1",
+                           "--fine-tune-epochs", "0", "--test", str(EXAMPLE_DATA / "test"))
+    assert code == 0
+    test_accuracy = json.loads((out / "model.json").read_text())["metrics"]["test"]["accuracy"]
+    assert test_accuracy > 0.65, stdout
+    assert "test accuracy" in stdout and f"saved the model to {out}" in stdout

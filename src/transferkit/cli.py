@@ -16,6 +16,7 @@ from transferkit import __version__
 from transferkit.backbones import DEFAULT_BACKBONE
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.config import TrainConfig
+from transferkit.cpu import keep_freed_memory
 from transferkit.errors import UserError
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
@@ -165,6 +166,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory()  # 1.7x faster CPU training and inference here: see transferkit/cpu.py
     try:
         return _run(args)
     except UserError as exc:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferkit.cpu import keep_freed_memory
 from transferkit.data import LabelledFiles
 from transferkit.inference import default_workers, make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
@@ -59,6 +60,8 @@ class Learner:
         self.model = model
         self.batch_size = batch_size
         self.device = pick_device()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # reuse activation buffers instead of re-mapping them: see transferkit/cpu.py
         self.model.to(self.device, memory_format=torch.channels_last)
         weight = class_weights(data.train.labels(), len(data.classes)).to(self.device) if balance_classes else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
