@@ -26,14 +26,13 @@ from sklearn.preprocessing import StandardScaler
 
 from transferkit.config import TrainConfig
 from transferkit.data import LabelledFiles, load_labelled
-from transferkit.inference import default_workers, infer_files
+from transferkit.inference import infer_files
 from transferkit.model import TransferModel
 from transferkit.workflow import EXAMPLE_DATA, RunLog, evaluate, load_images, train
 
 
 def pooled_features(model: TransferModel, files: LabelledFiles) -> tuple[np.ndarray, np.ndarray]:
-    feats, kept = infer_files(model.base, model.preprocessing, [s.path for s in files.samples],
-                              workers=default_workers(), softmax=False)
+    feats, kept = infer_files(model.base, model.preprocessing, [s.path for s in files.samples], softmax=False)
     return feats, np.array([files.samples[i].label for i in kept])
 
 

@@ -18,8 +18,8 @@ from transferkit.errors import UserError
 from transferkit.images import IMAGE_EXTENSIONS, is_ignored
 from transferkit.preprocess import Preprocessing, eval_transform
 
-__all__ = ["Prediction", "default_workers", "expand_image_paths", "make_loader", "micro_batch_size", "pick_device", "infer_files",
-           "top_k"]
+__all__ = ["Prediction", "default_workers", "expand_image_paths", "infer_files", "make_loader", "micro_batch_size",
+           "pick_device", "top_k"]
 
 
 def pick_device() -> torch.device:
@@ -37,7 +37,9 @@ def default_workers() -> int:
 
 
 def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
-                batch_size: int, workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+                batch_size: int, workers: int | None, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """Decoding and transforms run in `workers` processes (None: `default_workers()`, 0: in this process)."""
+    workers = default_workers() if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, shuffle=shuffle,
                       num_workers=workers, collate_fn=collate_skip_bad, generator=generator,
@@ -63,7 +65,7 @@ def expand_image_paths(inputs: Sequence[Path]) -> list[Path]:
 
 @torch.inference_mode()
 def infer_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[Path], batch_size: int = 32,
-                workers: int = 0, softmax: bool = True) -> tuple[np.ndarray, list[int]]:
+                workers: int | None = None, softmax: bool = True) -> tuple[np.ndarray, list[int]]:
     """The network's outputs (softmaxed unless `softmax=False`) for every file that decodes, and the indices
     (into `paths`) of those files."""
     device = pick_device()

@@ -24,7 +24,7 @@ from torch import nn
 
 from transferkit.cpu import keep_freed_memory
 from transferkit.data import LabelledFiles
-from transferkit.inference import default_workers, make_loader, micro_batch_size, pick_device
+from transferkit.inference import make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
 from transferkit.probe import extract_features, fit_head
@@ -70,7 +70,6 @@ class Learner:
         self.history: list[EpochResult] = []
         self._on_epoch = on_epoch
         p = model.preprocessing
-        workers = default_workers() if workers is None else workers
         self.train_loader = make_loader(data.train.samples, train_transform(p, augmentation), p.resize_size,
                                         batch_size, workers, shuffle=True, seed=seed)
         self.val_loader = make_loader(data.val.samples, eval_transform(p), p.resize_size, batch_size, workers)

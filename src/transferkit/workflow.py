@@ -71,19 +71,17 @@ def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int 
                         f"the model knows {', '.join(model.class_names)}")
     to_model = np.array([model.class_names.index(c) for c in files.classes], dtype=np.int64)
     paths = [s.path for s in files.samples]
-    probs, kept = infer_files(model, model.preprocessing, paths, batch_size,
-                                default_workers() if workers is None else workers)
+    probs, kept = infer_files(model, model.preprocessing, paths, batch_size, workers)
     if not kept:
         raise UserError(f"none of the {len(paths)} images in {files.source} could be read")
     labels = to_model[np.array([files.samples[i].label for i in kept], dtype=np.int64)]
-    skipped = [paths[i] for i in sorted(set(range(len(paths))) - set(kept))]
-    return compute_metrics(labels, probs, model.class_names), skipped
+    return compute_metrics(labels, probs, model.class_names), _left_out(paths, kept)
 
 
 def predict(model: TransferModel, paths: Sequence[Path], top: int = 3,
             workers: int | None = None) -> tuple[list[Prediction], list[Path]]:
     """Top-`top` classes for each image; also returns the files that could not be decoded."""
-    probs, kept = infer_files(model, model.preprocessing, paths, workers=default_workers() if workers is None else workers)
+    probs, kept = infer_files(model, model.preprocessing, paths, workers=workers)
     return _to_predictions(probs, kept, paths, model.class_names, top)
 
 
@@ -95,18 +93,22 @@ def classify(paths: Sequence[Path], backbone: str, top: int = 5, weights: str | 
     if not info.has_imagenet_head:
         raise UserError(f"the weights of {spec.name} ({info.source}) have no ImageNet classifier, so `classify` "
                         f"cannot name ImageNet classes with them")
-    info = ImageNetInfo()
-    names = [info.index_to_description(i) for i in range(1000)]
-    probs, kept = infer_files(net, spec.preprocessing, paths, workers=default_workers() if workers is None else workers)
+    imagenet = ImageNetInfo()
+    names = [imagenet.index_to_description(i) for i in range(1000)]
+    probs, kept = infer_files(net, spec.preprocessing, paths, workers=workers)
     return _to_predictions(probs, kept, paths, names, top)
 
 
 def _to_predictions(probs: np.ndarray, kept: list[int], paths: Sequence[Path], names: Sequence[str],
                     top: int) -> tuple[list[Prediction], list[Path]]:
     rows = top_k(probs, names, top)
-    predictions = [Prediction(str(paths[i]), row) for i, row in zip(kept, rows)]
-    skipped = [Path(paths[i]) for i in sorted(set(range(len(paths))) - set(kept))]
-    return predictions, skipped
+    return [Prediction(str(paths[i]), row) for i, row in zip(kept, rows)], _left_out(paths, kept)
+
+
+def _left_out(paths: Sequence[Path], kept: list[int]) -> list[Path]:
+    """The paths that `infer_files` could not decode."""
+    kept_set = set(kept)
+    return [Path(p) for i, p in enumerate(paths) if i not in kept_set]
 
 
 @dataclass
