@@ -99,3 +99,15 @@ def test_not_a_bundle(tmp_path: Path) -> None:
         load_bundle(tmp_path)
     with pytest.raises(UserError, match="model bundle not found"):
         load_bundle(tmp_path / "nothing")
+
+
+def test_same_data_seed_and_flags_give_bit_identical_weights(trained_run: TrainResult, photo_data: Path,
+                                                             tmp_path: Path) -> None:
+    from conftest import TINY_CONFIG
+    from transferkit.workflow import RunLog, train
+
+    again = train(photo_data, tmp_path / "again", TINY_CONFIG, log=RunLog(None))
+    first = (trained_run.run_dir / WEIGHTS_FILE).read_bytes()
+    assert (again.run_dir / WEIGHTS_FILE).read_bytes() == first
+    assert [h.to_json() | {"seconds": 0} for h in again.history] == \
+        [h.to_json() | {"seconds": 0} for h in trained_run.history]
