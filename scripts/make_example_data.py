@@ -39,7 +39,8 @@ def write_split(images: np.ndarray, labels: np.ndarray, per_class: int, out: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "transferkit" / "example_data" / "fashion-mnist")
+    default_out = Path(__file__).resolve().parents[1] / "src" / "transferkit" / "example_data" / "fashion-mnist"
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--train-per-class", type=int, default=40)
     parser.add_argument("--test-per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

@@ -104,6 +104,7 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 def test_same_data_seed_and_flags_give_bit_identical_weights(trained_run: TrainResult, photo_data: Path,
                                                              tmp_path: Path) -> None:
     from conftest import TINY_CONFIG
+
     from transferkit.workflow import RunLog, train
 
     again = train(photo_data, tmp_path / "again", TINY_CONFIG, log=RunLog(None))

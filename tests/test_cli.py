@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_photo_dataset
 
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.cli import main
 from transferkit.workflow import TrainResult
-
-from conftest import write_photo_dataset
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

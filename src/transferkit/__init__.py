@@ -23,7 +23,7 @@ from transferkit.preprocess import Augmentation, Preprocessing
 from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, load_images, predict, train
 
 __all__ = [
-    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "HeadConfig", "ImageData", "Learner", "Metrics", "Preprocessing",
-    "TrainConfig", "TransferModel", "UserError", "__version__", "classify", "evaluate", "format_metrics",
-    "get_backbone", "load_bundle", "load_images", "predict", "save_bundle", "train",
+    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "HeadConfig", "ImageData", "Learner", "Metrics",
+    "Preprocessing", "TrainConfig", "TransferModel", "UserError", "__version__", "classify", "evaluate",
+    "format_metrics", "get_backbone", "load_bundle", "load_images", "predict", "save_bundle", "train",
 ]

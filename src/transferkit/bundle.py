@@ -80,7 +80,7 @@ def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read {meta_path}: {exc} — the bundle is damaged; train again or restore it") from None
+            raise UserError(f"cannot read {meta_path}: {exc} — the bundle is damaged; retrain or restore it") from None
         weights_path = path / str(meta.get("weights_file", WEIGHTS_FILE))
         if not weights_path.is_file():
             raise UserError(f"bundle {path} has no weights file {weights_path.name}: copy the whole run folder")
@@ -118,7 +118,7 @@ def load_bundle(path: Path) -> tuple[TransferModel, dict[str, Any]]:
     try:
         spec = get_backbone(meta["backbone"]["name"])
         net, _ = build_network(spec, "random")
-        net.reset_classifier(0)
+        net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
         info = WeightsInfo(meta["backbone"]["weights"]["source"], meta["backbone"]["weights"]["sha256"], False)
         model = TransferModel(spec, net, list(meta["class_names"]), HeadConfig(**meta["head"]),
                               Preprocessing.from_json(meta["preprocessing"]), info)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn
 
 from transferkit import __version__
 from transferkit.backbones import DEFAULT_BACKBONE
@@ -25,46 +26,37 @@ from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, trai
 __all__ = ["main"]
 
 
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    return parse
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+
+def _float_in(low: float, high: float, include_low: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number such as 1e-3, got {text!r}") from None
+        if not ((value >= low if include_low else value > low) and value < high):  # NaN fails too
+            interval = f"{'[' if include_low else '('}{low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+_positive_int, _count = _int_at_least(1), _int_at_least(0)
+_positive_float, _fraction = _float_in(0.0, float("inf")), _float_in(0.0, 1.0)
 
 
 def _blocks(text: str) -> int | None:
     return None if text.lower() == "all" else _count(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 1e-3, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -72,8 +64,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=d.backbone, help=f"pretrained network (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", default=None, help="weights file (.safetensors or .pth state dict), or 'random'")
     p.add_argument("--probe-epochs", type=_count, default=d.probe_epochs,
-                   help=f"epochs of the linear-probe warm start on frozen features; 0 skips it (default {d.probe_epochs})")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"stage 1 (head) epochs at most (default {d.epochs})")
+                   help=f"linear-probe warm-start epochs on frozen features; 0 skips it (default {d.probe_epochs})")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                   help=f"stage 1 (head) epochs at most (default {d.epochs})")
     p.add_argument("--fine-tune-epochs", type=_count, default=d.fine_tune_epochs,
                    help=f"stage 2 epochs at most; 0 skips fine-tuning (default {d.fine_tune_epochs})")
     p.add_argument("--unfreeze-blocks", type=_blocks, default=d.unfreeze_blocks,
@@ -86,13 +79,19 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--patience", type=_positive_int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--hidden", type=_count, default=d.hidden, help="hidden units in the head (default: none)")
-    p.add_argument("--dropout", type=_fraction, default=d.dropout)
+    p.add_argument("--dropout", type=_float_in(0.0, 1.0, include_low=True), default=d.dropout)
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--test", type=Path, default=None, help="labelled test data, evaluated after each stage")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2, like every other bad-input error (argparse would print the whole usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transferkit", description="Transfer learning from a folder of images.")
+    parser = _Parser(prog="transferkit", description="Transfer learning from a folder of images.")
     parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -173,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"transferkit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        out = getattr(args, "out", None)
-        where = f"; the best model so far is in {out / CHECKPOINT_FILE}" if out and (out / CHECKPOINT_FILE).is_file() else ""
+        checkpoint = getattr(args, "out", None) and args.out / CHECKPOINT_FILE
+        where = f"; the best model so far is in {checkpoint}" if checkpoint and checkpoint.is_file() else ""
         print(f"\ntransferkit: interrupted{where}", file=sys.stderr)
         return 130
 

@@ -67,7 +67,8 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"unknown training option(s) {', '.join(unknown)}: known options are {', '.join(sorted(known))}")
+            raise UserError(f"unknown training option(s) {', '.join(unknown)}: "
+                            f"known options are {', '.join(sorted(known))}")
         values = dict(data)
         if isinstance(values.get("augmentation"), dict):
             values["augmentation"] = Augmentation(**values["augmentation"])

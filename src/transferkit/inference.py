@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def infer_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[Pa
     """The network's outputs (softmaxed unless `softmax=False`) for every file that decodes, and the indices
     (into `paths`) of those files."""
     device = pick_device()
-    net = net.to(device, memory_format=torch.channels_last).eval()
+    net = net.to(device).to(memory_format=torch.channels_last).eval()
     samples = [Sample(Path(p), i) for i, p in enumerate(paths)]
     loader = make_loader(samples, eval_transform(preprocessing), preprocessing.resize_size,
                          micro_batch_size(device, batch_size), workers)

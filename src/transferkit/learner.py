@@ -14,9 +14,9 @@ validation loss is tracked across stages, so a stage that only makes things wors
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,10 +24,10 @@ from torch import nn
 
 from transferkit.cpu import keep_freed_memory
 from transferkit.data import LabelledFiles
-from transferkit.inference import make_loader, micro_batch_size, pick_device
+from transferkit.inference import infer_files, make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
-from transferkit.probe import extract_features, fit_head
+from transferkit.probe import fit_head
 from transferkit.train import Best, EpochResult, StageConfig, evaluate, fit_stage, make_optimizer
 
 __all__ = ["ImageData", "Learner", "class_weights"]
@@ -51,18 +51,21 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 
 
 class Learner:
-    def __init__(self, model: TransferModel, data: ImageData, batch_size: int = 32, augmentation: Augmentation = Augmentation(),
-                 weight_decay: float = 0.01, label_smoothing: float = 0.1, balance_classes: bool = False,
+    def __init__(self, model: TransferModel, data: ImageData, batch_size: int = 16,
+                 augmentation: Augmentation = Augmentation(), weight_decay: float = 0.01,
+                 label_smoothing: float = 0.1, balance_classes: bool = False,
                  seed: int = 0, workers: int | None = None,
                  on_epoch: Callable[[EpochResult, bool], None] | None = None) -> None:
         if list(data.classes) != model.class_names:
             raise ValueError(f"model classes {model.class_names} differ from data classes {list(data.classes)}")
         self.model = model
+        self.data = data
         self.batch_size = batch_size
+        self.workers = workers
         self.device = pick_device()
         if self.device.type == "cpu":
             keep_freed_memory()  # reuse activation buffers instead of re-mapping them: see transferkit/cpu.py
-        self.model.to(self.device, memory_format=torch.channels_last)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
         weight = class_weights(data.train.labels(), len(data.classes)).to(self.device) if balance_classes else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         self.optimizer = make_optimizer(model, weight_decay)
@@ -73,8 +76,6 @@ class Learner:
         self.train_loader = make_loader(data.train.samples, train_transform(p, augmentation), p.resize_size,
                                         batch_size, workers, shuffle=True, seed=seed)
         self.val_loader = make_loader(data.val.samples, eval_transform(p), p.resize_size, batch_size, workers)
-        self._clean_train_loader = make_loader(data.train.samples, eval_transform(p), p.resize_size, batch_size,
-                                               workers)
         self._weight_decay, self._seed = weight_decay, seed
 
     def _micro_batch(self) -> int:
@@ -87,7 +88,11 @@ class Learner:
         if self.model.trainable_blocks():
             raise ValueError("probe() needs the base frozen: call model.freeze_base() first")
         start = time.perf_counter()
-        features, labels = extract_features(self.model, self._clean_train_loader, self.device, self._micro_batch())
+        samples = self.data.train.samples
+        pooled, kept = infer_files(self.model.base, self.model.preprocessing, [s.path for s in samples],
+                                   self.batch_size, self.workers, softmax=False)
+        labels = torch.tensor([samples[i].label for i in kept], device=self.device)
+        features = torch.from_numpy(pooled).to(self.device)
         train_loss, train_acc = fit_head(self.model.head, features, labels, self.loss_fn, epochs, lr,
                                          self.batch_size, self._weight_decay, self._seed)
         val_loss, val_acc = evaluate(self.model, self.val_loader, self.loss_fn, self.device, self._micro_batch())

@@ -56,10 +56,10 @@ def format_metrics(m: Metrics) -> str:
     width = max(10, *(len(n) for n in m.class_names))
     lines = [f"accuracy {m.accuracy:.4f}   macro F1 {m.macro_f1:.4f}   images {m.count}", "",
              f"{'class':<{width}}  precision  recall     f1  support"]
-    for name, row in m.per_class.items():
-        lines.append(f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
-                     f"{row['support']:7d}")
+    for name, figures in m.per_class.items():
+        lines.append(f"{name:<{width}}  {figures['precision']:9.3f}  {figures['recall']:6.3f}  "
+                     f"{figures['f1']:5.3f}  {int(figures['support']):7d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted, same order as above)"]
-    for name, row in zip(m.class_names, m.confusion_matrix):
-        lines.append(f"{name:<{width}}  " + " ".join(f"{v:4d}" for v in row))
+    for name, counts in zip(m.class_names, m.confusion_matrix):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:4d}" for v in counts))
     return "\n".join(lines)

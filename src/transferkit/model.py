@@ -69,7 +69,7 @@ class TransferModel(nn.Module):
         """The Keras `include_top=False` base with its pretrained weights, frozen, and a fresh head."""
         spec = get_backbone(backbone)
         net, info = build_network(spec, weights)
-        net.reset_classifier(0)
+        net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
         model = cls(spec, net, class_names, head, spec.preprocessing, info)
         model.freeze_base()
         return model

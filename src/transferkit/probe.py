@@ -1,4 +1,4 @@
-"""Linear probing: features from the frozen base computed once, then the head fitted on them in a blink.
+"""Linear probing: the head fitted on features the frozen base computed once (`infer_files`), in a blink.
 
 Used as the warm start of stage 1 (LP-FT, Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"):
 a head that starts at the linear-probe optimum makes the augmented head training and the fine-tuning that
@@ -7,35 +7,12 @@ follow start from a good model instead of a random head whose large early gradie
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 from torch import nn
 
-from transferkit.model import TransferModel
 from transferkit.train import lr_at
 
-__all__ = ["extract_features", "fit_head"]
-
-Batch = tuple[torch.Tensor, torch.Tensor] | None
-
-
-@torch.inference_mode()
-def extract_features(model: TransferModel, loader: Iterable[Batch], device: torch.device,
-                     micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled base features and labels for every decodable image of the loader (base in inference mode)."""
-    model.eval()
-    feats: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    for batch in loader:
-        if batch is None:
-            continue
-        images, y = batch
-        images = images.to(device, memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            feats.extend(model.features(x).float() for x in images.split(micro_batch))
-        labels.append(y.to(device))
-    return torch.cat(feats), torch.cat(labels)
+__all__ = ["fit_head"]
 
 
 def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module, epochs: int,

@@ -69,7 +69,8 @@ def _packaged_state(spec: BackboneSpec, target: dict[str, torch.Tensor]) -> tupl
     return state, WeightsInfo(source=f"package:{pw.package}", sha256=digest, has_imagenet_head=pw.has_imagenet_head)
 
 
-def _map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+def _map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                  path: Path) -> dict[str, torch.Tensor]:
     """Rename another implementation's keys to timm's, pairing tensors by position and checking every shape."""
     if len(source) != len(target):
         raise UserError(f"weights file {path} has {len(source)} tensors, the network expects {len(target)}: "

@@ -6,9 +6,9 @@ The CLI is a thin layer over these; each one is also the Python API (see README.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -141,7 +141,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         log(f"skipped {len(data.skipped)} unreadable file(s); they are listed in {out / 'train.log'}")
         for path, reason in data.skipped:
             log(f"  skipped {path}: {reason}", quiet=True)
-    log(f"{len(data.classes)} classes, {len(data.train.samples)} training and {len(data.val.samples)} validation images")
+    log(f"{len(data.classes)} classes, {len(data.train.samples)} training and {len(data.val.samples)} "
+        f"validation images")
 
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(data.classes), HeadConfig(cfg.hidden, cfg.dropout),
@@ -155,7 +156,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         history.append(result)
         _log_epoch(log, result, improved)
         if improved:
-            save_checkpoint(model, checkpoint, {"train_config": cfg.to_json(), "history": [h.to_json() for h in history]})
+            save_checkpoint(model, checkpoint, {"train_config": cfg.to_json(),
+                                                "history": [h.to_json() for h in history]})
 
     learner = Learner(model, data, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
                       cfg.class_weights, cfg.seed, on_epoch=on_epoch)
