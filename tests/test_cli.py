@@ -93,7 +93,7 @@ def test_error_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_error_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = _cli(capsys, "train", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
-    _one_line_error(code, err, "empty")
+    _one_line_error(code, err, "no images found", "one sub-folder per class")
 
 
 def test_error_single_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from timm.data import ImageNetInfo
 
+from transferkit import __version__
 from transferkit.backbones import get_backbone
 from transferkit.bundle import CHECKPOINT_FILE, save_bundle, save_checkpoint
 from transferkit.config import TrainConfig
@@ -131,6 +132,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
     """The whole job: data → frozen-base head training → fine-tuning of the top blocks → bundle in `out`."""
     started = time.perf_counter()
     log = log or RunLog(out / "train.log")
+    log(f"=== transferkit {__version__} train {data_path} --out {out}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        quiet=True)
     spec = get_backbone(cfg.backbone)
     test_files = load_labelled(Path(test_path)) if test_path is not None else None
     log(f"indexing {data_path}")
