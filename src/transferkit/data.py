@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from transferkit.errors import UserError
 from transferkit.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_image
@@ -276,7 +277,7 @@ def scan_images(
         num_workers=num_workers,
         collate_fn=_collate_lists,
     )
-    for positions, batch_reasons in loader:
+    for positions, batch_reasons in tqdm(loader, desc="checking images", unit="batch", leave=False, disable=None):
         for position, reason in zip(positions, batch_reasons):
             if reason:
                 reasons[to_check[position]] = reason
