@@ -1,12 +1,14 @@
-"""Backbone table contracts: lookup by name/alias, parameter groups, block unfreezing, BatchNorm policy."""
+"""Backbone basics on the default row: lookup by name/alias, block unfreezing, BatchNorm policy, head shapes.
+(The same contracts over every row of the table: tests/test_registry.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones import BACKBONES, get_backbone
+from transferkit.backbones import _index, get_backbone
 from transferkit.errors import UserError
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.weights import build_network
@@ -28,22 +30,6 @@ def _random_model(spec_name: str, classes: int = 4, head: HeadConfig = HeadConfi
     net, info = build_network(spec, "random")
     net.reset_classifier(0)
     return TransferModel(spec, net, [f"c{i}" for i in range(classes)], head, spec.preprocessing, info)
-
-
-@pytest.mark.parametrize("spec", BACKBONES, ids=lambda s: s.name)
-def test_registry_contract(spec) -> None:  # type: ignore[no-untyped-def]
-    model = _random_model(spec.name, classes=5, head=HeadConfig(hidden=16))
-    size = 64  # small input: the contract is about shapes, not accuracy
-    x = torch.randn(2, 3, size, size)
-    model.eval()
-    with torch.no_grad():
-        assert model.features(x).shape == (2, spec.feature_dim)
-        assert model(x).shape == (2, 5)
-    # every parameter in exactly one group, the head last
-    groups = model.param_groups()
-    ids = [id(p) for g in groups for p in g.params]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    assert [g.name for g in groups] == [*spec.block_names(), "head"]
 
 
 def test_unfreeze_top_k_makes_exactly_those_blocks_trainable() -> None:
@@ -87,3 +73,10 @@ def test_head_shapes_follow_config() -> None:
 def test_negative_unfreeze_is_a_user_error() -> None:
     with pytest.raises(UserError, match="--unfreeze-blocks"):
         _random_model("efficientnet_lite0").unfreeze_top(-1)
+
+
+def test_a_table_with_two_rows_answering_to_one_name_is_refused() -> None:
+    spec = get_backbone("efficientnet_lite0")
+    clash = dataclasses.replace(spec, name="other", aliases=("EFFICIENTNET-LITE0",))
+    with pytest.raises(RuntimeError, match="'EFFICIENTNET-LITE0' names both efficientnet_lite0 and other"):
+        _index((spec, clash))

