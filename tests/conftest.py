@@ -6,15 +6,27 @@ real pixels, three visually distinct classes, small enough to train on in second
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-import skimage.data
-from PIL import Image
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test ever waits on the network (subprocesses inherit it)
 
-from transferkit.config import TrainConfig
-from transferkit.workflow import RunLog, TrainResult, train
+from pathlib import Path  # noqa: E402
+
+import huggingface_hub.constants  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import skimage.data  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from transferkit.config import TrainConfig  # noqa: E402
+from transferkit.workflow import RunLog, TrainResult, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hub look-ups answer at once, as on a machine without internet (also if huggingface_hub was imported
+    before the environment variable was set)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 PHOTOS = {"cat": skimage.data.chelsea, "coffee": skimage.data.coffee, "astronaut": skimage.data.astronaut}
 

