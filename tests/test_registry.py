@@ -174,3 +174,18 @@ def test_models_table_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
     column = lines[0].index("params")
     assert all(line[column - 1] == " " for line in lines)  # names padded to one width
     assert any(line.startswith("efficientnet_lite0 (default)") for line in lines)
+
+
+def test_mid_layer_cut_builds_and_covers_its_parameters(built: Built) -> None:
+    """`--layer mid` works for every row: the cut base (sharing the row's modules) pools to a vector and its
+    blocks still own every parameter exactly once."""
+    spec = built.spec
+    cut = TransferModel(spec, built.model.base, CLASSES, HeadConfig(), spec.preprocessing, built.model.weights_info,
+                        "mid")
+    assert cut.layer is not None and cut.layer != spec.block_names()[-1]
+    size = spec.preprocessing.input_size if spec.name == "vit_b16" else max(64, _MIN_SIZE.get(spec.name, 64))
+    cut.eval()
+    with torch.no_grad():
+        assert cut(torch.randn(1, 3, size, size)).shape == (1, len(CLASSES))
+    ids = [id(p) for g in cut.param_groups() for p in g.params]
+    assert len(ids) == len(set(ids)) == len(list(cut.parameters()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from transferkit.backbone_table import BACKBONES, BackboneSpec, Block, PackagedWeights
 from transferkit.errors import UserError
 
-__all__ = ["BACKBONES", "BackboneSpec", "Block", "PackagedWeights", "get_backbone", "DEFAULT_BACKBONE"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneSpec", "Block", "PackagedWeights", "get_backbone", "resolve_layer"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -41,3 +41,25 @@ def get_backbone(name: str) -> BackboneSpec:
         known = ", ".join(s.name for s in BACKBONES)
         raise UserError(f"unknown backbone {name!r}: choose one of {known}")
     return spec
+
+
+DEPTHS = {"shallow": 0.25, "mid": 0.5}
+
+
+def resolve_layer(spec: BackboneSpec, layer: str | None) -> int | None:
+    """Index of the block whose output the head reads, or None for the full base ("deep", the default).
+
+    `layer` is a block name of the spec, or `deep` / `mid` / `shallow` (the block a half / a quarter of the way
+    up). The top block is the full base, so it also gives None.
+    """
+    if layer is None or layer == "deep":
+        return None
+    names = spec.block_names()
+    if layer in DEPTHS:
+        index = max(1, round((len(names) - 1) * DEPTHS[layer]))
+    elif layer in names:
+        index = names.index(layer)
+    else:
+        raise UserError(f"unknown layer {layer!r} for {spec.name}: use deep, mid, shallow or a block name "
+                        f"({', '.join(names)})")
+    return None if index == len(names) - 1 else index

@@ -46,6 +46,7 @@ def model_meta(model: TransferModel, extra: dict[str, Any]) -> dict[str, Any]:
         },
         "preprocessing": model.preprocessing.to_json(),
         "head": model.head_cfg.to_json(),
+        "layer": model.layer,
         "class_names": model.class_names,
         **extra,
     }
@@ -121,7 +122,7 @@ def load_bundle(path: Path) -> tuple[TransferModel, dict[str, Any]]:
         net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
         info = WeightsInfo(meta["backbone"]["weights"]["source"], meta["backbone"]["weights"]["sha256"], False)
         model = TransferModel(spec, net, list(meta["class_names"]), HeadConfig(**meta["head"]),
-                              Preprocessing.from_json(meta["preprocessing"]), info)
+                              Preprocessing.from_json(meta["preprocessing"]), info, meta.get("layer"))
         model.load_state_dict(weights)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None

@@ -65,6 +65,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--backbone", default=d.backbone, help=f"pretrained network (default {DEFAULT_BACKBONE})")
     p.add_argument("--weights", default=None, help="weights file (.safetensors or .pth state dict), or 'random'")
+    p.add_argument("--layer", default=None,
+                   help="features from: deep (default, the whole base), mid, shallow, or a block name "
+                        "(see `transferkit models`)")
     p.add_argument("--probe-epochs", type=_count, default=d.probe_epochs,
                    help=f"linear-probe warm-start epochs on frozen features; 0 skips it (default {d.probe_epochs})")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs,
@@ -129,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(backbone=args.backbone, weights=args.weights, probe_epochs=args.probe_epochs, epochs=args.epochs,
+    return TrainConfig(backbone=args.backbone, weights=args.weights, layer=args.layer, probe_epochs=args.probe_epochs,
+                       epochs=args.epochs,
                        fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks, lr=args.lr,
                        fine_tune_lr=args.fine_tune_lr, batch_size=args.batch_size, val_split=args.val_split,
                        seed=args.seed, patience=args.patience, hidden=args.hidden, dropout=args.dropout,

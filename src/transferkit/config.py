@@ -20,6 +20,7 @@ class TrainConfig:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the backbone's pretrained weights; "random"; or a weights file
+    layer: str | None = None  # features from: None/"deep" (the whole base), "mid", "shallow" or a block name
     probe_epochs: int = 30  # linear-probe warm start of the head on frozen features (cheap); 0 skips it
     epochs: int = 4  # stage 1 (head only, augmented), an upper bound: early stopping may end it sooner
     fine_tune_epochs: int = 4  # stage 2; 0 skips it

@@ -149,9 +149,10 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
 
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(data.classes), HeadConfig(cfg.hidden, cfg.dropout),
-                                          cfg.weights)
+                                          cfg.weights, cfg.layer)
     model.train_bn = cfg.train_bn
-    log(f"backbone {spec.name}, weights {model.weights_info.source}")
+    depth = f", features from block {model.layer} ({model.feature_dim})" if model.layer else ""
+    log(f"backbone {spec.name}, weights {model.weights_info.source}{depth}")
     checkpoint = out / CHECKPOINT_FILE
     history: list[EpochResult] = []
 
