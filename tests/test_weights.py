@@ -11,6 +11,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+import torchvision
 from safetensors.torch import save, save_file
 
 from transferkit.backbones import get_backbone
@@ -64,10 +65,15 @@ def test_user_weights_file_round_trips(tmp_path: Path, lite0: torch.nn.Module, s
 
 def test_user_weights_with_wrong_keys_list_them(tmp_path: Path, lite0: torch.nn.Module) -> None:
     state = {f"model.{k}": v for k, v in lite0.state_dict().items()}
-    path = tmp_path / "renamed.pth"
-    torch.save(state, path)
+    renamed = tmp_path / "renamed.pth"
+    torch.save(state, renamed)  # other names, same tensors in the same order: paired by position
+    net, _ = build_network(get_backbone("efficientnet_lite0"), str(renamed))
+    assert torch.equal(net.conv_stem.weight, lite0.conv_stem.weight)
+    del state["model.conv_stem.weight"]
+    broken = tmp_path / "broken.pth"
+    torch.save(state, broken)
     with pytest.raises(UserError, match=r"does not fit.*missing keys \['conv_stem.weight'.*unexpected keys \['model."):
-        build_network(get_backbone("efficientnet_lite0"), str(path))
+        build_network(get_backbone("efficientnet_lite0"), str(broken))
 
 
 class _Exploit:
@@ -150,3 +156,17 @@ def test_user_weights_without_the_classifier_load_for_any_classifier_name(tmp_pa
     assert torch.equal(loaded.conv1.weight, net.conv1.weight)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     assert build_network(spec, str(path))[1].has_imagenet_head
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16", "densenet121", "mobilenet_v2"])
+def test_torchvision_state_dicts_load_and_compute_the_same_function(name: str, tmp_path: Path) -> None:
+    """A torchvision checkpoint (its key names) loads into the timm network and gives torchvision's outputs."""
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)(weights=None).eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save(reference.state_dict(), path)
+    net, info = build_network(get_backbone(name), str(path))
+    assert info.source == f"file:{path}" and info.has_imagenet_head
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), reference(x), rtol=1e-4, atol=1e-4)

@@ -1,8 +1,8 @@
 """Where a backbone's pretrained weights come from, checked before use, and never unpickled unsafely.
 
 Sources, in order: a file the user names (safetensors, or a PyTorch state dict read with
-`weights_only=True`), the pip package the spec names (hash-checked), timm's file in the local cache, then a
-download when online. `"random"` must be asked for.
+`weights_only=True`; timm or torchvision key names), the pip package the spec names (hash-checked), timm's
+file in the local cache, then a download when online. `"random"` must be asked for.
 `weight_sources` / `weights_available` also name timm's own download location (its hub id) and say whether
 that file is already in the local cache; nothing here ever goes to the network.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import inspect
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,15 +186,44 @@ def _is_classifier_key(key: str, classifier: str | tuple[str, ...]) -> bool:
     return any(key.startswith(name + ".") for name in names)
 
 
-def _user_state(path: Path, target: dict[str, torch.Tensor],
+def _misfit(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+            classifier: str | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Keys the network needs that `state` lacks (its classifier may be absent), and keys it does not know."""
+    missing = [k for k in target if k not in state and not _is_classifier_key(k, classifier)]
+    return missing, [k for k in state if k not in target]
+
+
+def _from_original_layout(state: dict[str, torch.Tensor], net: nn.Module, target: dict[str, torch.Tensor],
+                          classifier: str | tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """Key names of the original implementation (torchvision's, for VGG and friends) converted to timm's with
+    timm's own per-family converter, or paired in order when every tensor shape matches one to one."""
+    module = sys.modules[type(net).__module__]
+    converter = getattr(module, "checkpoint_filter_fn", None) or getattr(module, "_filter_fn", None)
+    if converter is not None:
+        takes_model = len(inspect.signature(converter).parameters) > 1
+        try:
+            converted = converter(dict(state), net) if takes_model else converter(dict(state))
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError):
+            converted = None
+        if isinstance(converted, dict) and _misfit(converted, target, classifier) == ([], []):
+            return converted
+    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
+        return dict(zip(target, state.values()))
+    return None
+
+
+def _user_state(path: Path, net: nn.Module, target: dict[str, torch.Tensor],
                 classifier: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     state = _read_user_file(path)
-    missing = [k for k in target if k not in state and not _is_classifier_key(k, classifier)]
-    unexpected = [k for k in state if k not in target]
+    missing, unexpected = _misfit(state, target, classifier)
+    converted = _from_original_layout(state, net, target, classifier) if missing or unexpected else None
+    if converted is not None:
+        state, missing, unexpected = converted, [], []
     if missing or unexpected:
         raise UserError(f"weights file {path} does not fit this network: missing keys {missing[:3]}"
                         f"{'…' if len(missing) > 3 else ''}, unexpected keys {unexpected[:3]}"
-                        f"{'…' if len(unexpected) > 3 else ''}; it needs timm key names for the chosen backbone")
+                        f"{'…' if len(unexpected) > 3 else ''}; it needs timm or torchvision key names for the "
+                        f"chosen backbone")
     has_head = all(k in state for k in target if _is_classifier_key(k, classifier))
     return state, WeightsInfo(source=f"file:{path}", sha256=sha256_file(path), has_imagenet_head=has_head)
 
@@ -209,12 +240,12 @@ def build_network(spec: BackboneSpec, weights: str | None = None) -> tuple[nn.Mo
     target = net.state_dict()
     classifier: str | tuple[str, ...] = net.pretrained_cfg["classifier"]  # type: ignore[index, assignment]
     if weights is not None:
-        state, info = _user_state(Path(weights), target, classifier)
+        state, info = _user_state(Path(weights), net, target, classifier)
     elif _packaged_file(spec) is not None:
         state, info = _packaged_state(spec, target)
     else:  # timm's own weights: the local cache, else a download
         source, path = _hub_file(spec)
-        state, info = _user_state(path, target, classifier)
+        state, info = _user_state(path, net, target, classifier)
         info = WeightsInfo(source=source, sha256=info.sha256, has_imagenet_head=info.has_imagenet_head)
     for key, tensor in state.items():
         if tensor.shape != target[key].shape:
