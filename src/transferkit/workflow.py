@@ -167,7 +167,7 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
                       cfg.class_weights, cfg.seed, on_epoch=on_epoch)
     test_metrics: Metrics | None = None
 
-    def stage_done(name: str) -> None:
+    def stage_done(name: str) -> Metrics:
         nonlocal test_metrics
         val_metrics, _ = evaluate(model, data.val)
         line = f"after {name}: validation accuracy {val_metrics.accuracy:.3f}"
@@ -175,20 +175,20 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
             test_metrics, _ = evaluate(model, test_files)
             line += f", test accuracy {test_metrics.accuracy:.3f}"
         log(line + f" (best weights: {learner.best.where})")
+        return val_metrics
 
     log(f"stage 1: training the head on the frozen base (up to {cfg.epochs} epochs)")
     if cfg.probe_epochs > 0:
         learner.probe(cfg.probe_epochs, 3 * cfg.lr)
     learner.fit(cfg.epochs, cfg.lr, patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="head")
-    stage_done("stage 1")
+    val_metrics = stage_done("stage 1")
     if cfg.fine_tune_epochs > 0 and cfg.unfreeze_blocks != 0:
         model.unfreeze_top(cfg.unfreeze_blocks)
         log(f"stage 2: fine-tuning blocks {', '.join(model.trainable_blocks())} (up to {cfg.fine_tune_epochs} epochs)")
         learner.fit(cfg.fine_tune_epochs, 3 * cfg.fine_tune_lr, base_lr=cfg.fine_tune_lr, lr_spread=cfg.lr_spread,
                     patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="fine-tune")
-        stage_done("stage 2")
+        val_metrics = stage_done("stage 2")
 
-    val_metrics, _ = evaluate(model, data.val)
     extra = {
         "train_config": cfg.to_json(),
         "history": [h.to_json() for h in history],
