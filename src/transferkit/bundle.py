@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from transferkit import __version__
 from transferkit.atomic import atomic_write_bytes, atomic_write_text
@@ -99,14 +99,12 @@ def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    data = path.read_bytes()
+    """The header's metadata and every tensor of a safetensors file."""
     try:
-        weights = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len]).get("__metadata__", {})
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"cannot read weights {path}: {exc} — the file is damaged or not safetensors") from None
-    return header, weights
 
 
 def load_bundle(path: Path) -> tuple[TransferModel, dict[str, Any]]:

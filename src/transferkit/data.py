@@ -30,6 +30,7 @@ __all__ = [
     "Sample",
     "check_trainable",
     "collate_skip_bad",
+    "image_files_under",
     "index_folder",
     "load_labelled",
     "read_manifest",
@@ -104,7 +105,7 @@ def index_folder(root: Path) -> LabelledFiles:
     empty: list[str] = []
     samples: list[Sample] = []
     for class_dir in class_dirs:
-        files = _image_files_under(class_dir)
+        files = image_files_under(class_dir)
         if not files:
             empty.append(class_dir.name)
             continue
@@ -117,7 +118,7 @@ def index_folder(root: Path) -> LabelledFiles:
     return LabelledFiles(source=root, classes=tuple(classes), samples=tuple(samples), empty_classes=tuple(empty))
 
 
-def _image_files_under(folder: Path) -> list[Path]:
+def image_files_under(folder: Path) -> list[Path]:
     """Image files anywhere below `folder`, sorted; never follows directory symlinks (they can loop)."""
 
     def fail(exc: OSError) -> None:

@@ -13,17 +13,22 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from transferkit.data import ImageDataset, Sample, collate_skip_bad
+from transferkit.data import ImageDataset, Sample, collate_skip_bad, image_files_under
 from transferkit.errors import UserError
-from transferkit.images import IMAGE_EXTENSIONS, is_ignored
+from transferkit.images import IMAGE_EXTENSIONS
 from transferkit.preprocess import Preprocessing, eval_transform
 
-__all__ = ["Prediction", "default_workers", "expand_image_paths", "infer_files", "make_loader", "micro_batch_size",
-           "pick_device", "top_k"]
+__all__ = ["Prediction", "autocast", "default_workers", "expand_image_paths", "infer_files", "make_loader",
+           "micro_batch_size", "pick_device", "top_k"]
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on a GPU; plain float32 on the CPU (where bf16 is slower without AMX)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def micro_batch_size(device: torch.device, batch_size: int) -> int:
@@ -51,8 +56,7 @@ def expand_image_paths(inputs: Sequence[Path]) -> list[Path]:
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(is_ignored(Path(part)) for part in p.relative_to(item).parts))
+            found = image_files_under(item)
             if not found:
                 raise UserError(f"no image files in {item}: expected {', '.join(sorted(IMAGE_EXTENSIONS))} files")
             paths.extend(found)
@@ -80,7 +84,7 @@ def infer_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[Pa
             continue
         images, index = batch
         images = images.to(device, memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             out = net(images).float()
         outputs.append((out.softmax(dim=1) if softmax else out).cpu().numpy())
         kept.extend(index.tolist())

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from transferkit.inference import autocast
 from transferkit.model import TransferModel
 
 __all__ = ["Best", "EpochResult", "StageConfig", "evaluate", "fit_stage", "group_lrs", "lr_at", "make_optimizer",
@@ -96,10 +97,6 @@ def make_optimizer(model: TransferModel, weight_decay: float) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=weight_decay)
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = batch
     return images.to(device, memory_format=torch.channels_last, non_blocking=True), labels.to(device)
@@ -122,7 +119,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.
         set_lr(step)
         optimizer.zero_grad(set_to_none=True)
         for xs, ys in zip(images.split(micro_batch), labels.split(micro_batch)):
-            with _autocast(device):
+            with autocast(device):
                 logits = model(xs).float()
             loss = loss_fn(logits, ys)
             (loss * (len(ys) / len(labels))).backward()
@@ -145,7 +142,7 @@ def evaluate(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module, devi
         if batch is None:
             continue
         images, labels = _to_device(batch, device)
-        with _autocast(device):
+        with autocast(device):
             logits = torch.cat([model(xs) for xs in images.split(micro_batch)]).float()
         total_loss += float(loss_fn(logits, labels)) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
