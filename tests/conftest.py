@@ -28,6 +28,13 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     before the environment variable was set)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Exported engines go to a cache of this test session, not the user's (subprocesses inherit it)."""
+    os.environ["TRANSFERKIT_CACHE"] = str(tmp_path_factory.mktemp("transferkit-cache"))
+
+
 PHOTOS = {"cat": skimage.data.chelsea, "coffee": skimage.data.coffee, "astronaut": skimage.data.astronaut}
 
 

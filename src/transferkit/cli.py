@@ -17,11 +17,15 @@ from typing import Any, NoReturn
 from transferkit import __version__
 from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
-from transferkit.config import TrainConfig
+from transferkit.config import STRATEGIES, TrainConfig
 from transferkit.cpu import keep_freed_memory
+from transferkit.data import check_trainable, load_labelled
+from transferkit.engine import ENGINES
 from transferkit.errors import UserError
+from transferkit.features import extract_features
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
+from transferkit.model import TransferModel
 from transferkit.weights import weight_sources, weights_available
 from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, train
 
@@ -68,8 +72,16 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None,
                    help="features from: deep (default, the whole base), mid, shallow, or a block name "
                         "(see `transferkit models`)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="finetune: head, then the top blocks (default); frozen: the head on the frozen base, "
+                        "with augmentation; extract: the head on cached features, in seconds")
+    p.add_argument("--views", type=_count, default=d.views,
+                   help="with --strategy extract: augmented views of each training image, cached once (default 0)")
+    p.add_argument("--features", type=Path, default=None,
+                   help="with --strategy extract: the feature cache folder (default RUN/features)")
     p.add_argument("--probe-epochs", type=_count, default=d.probe_epochs,
-                   help=f"linear-probe warm-start epochs on frozen features; 0 skips it (default {d.probe_epochs})")
+                   help=f"epochs of the head on frozen features: the warm start of stage 1, or all of training "
+                        f"with --strategy extract; 0 skips the warm start (default {d.probe_epochs})")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs,
                    help=f"stage 1 (head) epochs at most (default {d.epochs})")
     p.add_argument("--fine-tune-epochs", type=_count, default=d.fine_tune_epochs,
@@ -105,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder for the model bundle and log")
     _add_training_flags(p)
 
+    p = sub.add_parser("extract", help="run the frozen base once over DATA and cache its pooled features")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="cache folder (reused and updated by later runs)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--layer", default=None, help="deep (default), mid, shallow, or a block name")
+    p.add_argument("--views", type=_count, default=0, help="augmented views of each image to cache as well")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmented views")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
+
     p = sub.add_parser("evaluate", help="accuracy, F1, per-class figures and confusion matrix on labelled data")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
@@ -132,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(backbone=args.backbone, weights=args.weights, layer=args.layer, probe_epochs=args.probe_epochs,
+    return TrainConfig(backbone=args.backbone, weights=args.weights, layer=args.layer, strategy=args.strategy,
+                       views=args.views, probe_epochs=args.probe_epochs,
                        epochs=args.epochs,
                        fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks, lr=args.lr,
                        fine_tune_lr=args.fine_tune_lr, batch_size=args.batch_size, val_split=args.val_split,
@@ -185,9 +209,25 @@ def _print_models(as_json: bool) -> None:
         print("  ".join([*cells, line[-1]]))
 
 
+def _extract(args: argparse.Namespace) -> None:
+    files = load_labelled(args.data)
+    check_trainable(files)
+    model = TransferModel.from_pretrained(args.backbone, list(files.classes), weights=args.weights, layer=args.layer)
+    cache = extract_features(files, model, args.out, args.views, seed=args.seed, engine=args.engine)
+    s = cache.stats
+    for path, reason in cache.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    rate = f", {s['images_per_second']:.1f} images/s" if s["computed"] else ""
+    print(f"{len(cache.paths)} feature vectors of size {cache.features.shape[1]} in {args.out}: {s['computed']} "
+          f"computed, {s['reused']} reused, {s['removed']} dropped, {len(cache.skipped)} unreadable "
+          f"({s['seconds']:.1f}s{rate}; engine: {s['engine']})")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        train(args.data, args.out, _config(args), args.test)
+        train(args.data, args.out, _config(args), args.test, features=args.features)
+    elif args.command == "extract":
+        _extract(args)
     elif args.command == "demo":
         print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
         train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test")

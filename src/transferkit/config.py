@@ -10,17 +10,25 @@ from transferkit.backbones import DEFAULT_BACKBONE
 from transferkit.errors import UserError
 from transferkit.preprocess import Augmentation
 
-__all__ = ["TrainConfig"]
+__all__ = ["STRATEGIES", "TrainConfig"]
+
+# extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
+# finetune: stage 1, then stage 2 (the top blocks unfrozen)
+STRATEGIES = ("extract", "frozen", "finetune")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run. Stage 1 trains the head on the frozen base; stage 2 unfreezes
-    the top `unfreeze_blocks` blocks (None: all) and retrains with lower, per-block learning rates."""
+    the top `unfreeze_blocks` blocks (None: all) and retrains with lower, per-block learning rates. The
+    `extract` strategy instead trains the head for `probe_epochs` epochs on cached features (and `views`
+    augmented views of each training image, computed once)."""
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the backbone's pretrained weights; "random"; or a weights file
     layer: str | None = None  # features from: None/"deep" (the whole base), "mid", "shallow" or a block name
+    strategy: str = "finetune"  # one of STRATEGIES
+    views: int = 0  # extract strategy: augmented views of each training image cached besides the plain one
     probe_epochs: int = 30  # linear-probe warm start of the head on frozen features (cheap); 0 skips it
     epochs: int = 4  # stage 1 (head only, augmented), an upper bound: early stopping may end it sooner
     fine_tune_epochs: int = 4  # stage 2; 0 skips it
@@ -43,6 +51,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.strategy in STRATEGIES, "--strategy", self.strategy, f"one of {', '.join(STRATEGIES)}"),
+            (self.views >= 0, "--views", self.views, "0 or more"),
+            (self.probe_epochs >= 1 or self.strategy != "extract", "--probe-epochs", self.probe_epochs,
+             "1 or more with --strategy extract (it is how long the head trains)"),
             (self.epochs >= 1, "--epochs", self.epochs, "1 or more"),
             (self.probe_epochs >= 0, "--probe-epochs", self.probe_epochs, "0 or more"),
             (self.fine_tune_epochs >= 0, "--fine-tune-epochs", self.fine_tune_epochs, "0 or more"),

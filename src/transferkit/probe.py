@@ -7,6 +7,8 @@ follow start from a good model instead of a random head whose large early gradie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -16,17 +18,18 @@ __all__ = ["fit_head"]
 
 
 def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module, epochs: int,
-             lr: float, batch_size: int, weight_decay: float, seed: int) -> tuple[float, float]:
+             lr: float, batch_size: int, weight_decay: float, seed: int,
+             on_epoch: Callable[[int, float, float], None] | None = None) -> tuple[float, float]:
     """Train `head` on fixed features with AdamW and a warmup+cosine schedule. Returns the last epoch's
-    (mean loss, accuracy)."""
+    (mean loss, accuracy); `on_epoch(epoch, loss, accuracy)` runs after each epoch (it may evaluate the head)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(labels)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
-    head.train()
     step, loss_sum, correct = 0, 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        head.train()
         order = torch.randperm(n, generator=generator).to(features.device)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, batch_size):
@@ -41,4 +44,6 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, loss
             step += 1
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == labels[idx]).sum())
+        if on_epoch is not None:
+            on_epoch(epoch, loss_sum / max(1, n), correct / max(1, n))
     return loss_sum / max(1, n), correct / max(1, n)

@@ -9,22 +9,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from timm.data import ImageNetInfo
+from torch import nn
 
 from transferkit import __version__
 from transferkit.backbones import get_backbone
 from transferkit.bundle import CHECKPOINT_FILE, save_bundle, save_checkpoint
 from transferkit.config import TrainConfig
-from transferkit.data import LabelledFiles, check_trainable, load_labelled, scan_images, stratified_split
+from transferkit.data import LabelledFiles, Sample, check_trainable, load_labelled, scan_images, stratified_split
 from transferkit.errors import UserError
+from transferkit.features import extract_features
 from transferkit.inference import Prediction, default_workers, infer_files, top_k
-from transferkit.learner import ImageData, Learner
+from transferkit.learner import ImageData, Learner, class_weights
 from transferkit.metrics import Metrics, compute_metrics
 from transferkit.model import HeadConfig, TransferModel
-from transferkit.train import EpochResult
+from transferkit.probe import fit_head
+from transferkit.train import Best, EpochResult
 from transferkit.weights import build_network
 
 __all__ = ["EXAMPLE_DATA", "RunLog", "TrainResult", "classify", "evaluate", "load_images", "predict", "train"]
@@ -122,22 +126,13 @@ class TrainResult:
     skipped: list[tuple[Path, str]]
 
 
-def _log_epoch(log: RunLog, r: EpochResult, improved: bool) -> None:
+def _log_epoch(log: RunLog, r: EpochResult, improved: bool, quiet: bool = False) -> None:
     log(f"  {r.stage} epoch {r.epoch}: train loss {r.train_loss:.4f} acc {r.train_accuracy:.3f} | "
-        f"val loss {r.val_loss:.4f} acc {r.val_accuracy:.3f} | {r.seconds:.0f}s{'  *best' if improved else ''}")
+        f"val loss {r.val_loss:.4f} acc {r.val_accuracy:.3f} | {r.seconds:.0f}s{'  *best' if improved else ''}",
+        quiet=quiet)
 
 
-def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_path: Path | None = None,
-          log: RunLog | None = None) -> TrainResult:
-    """The whole job: data → frozen-base head training → fine-tuning of the top blocks → bundle in `out`."""
-    started = time.perf_counter()
-    log = log or RunLog(out / "train.log")
-    log(f"=== transferkit {__version__} train {data_path} --out {out}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        quiet=True)
-    spec = get_backbone(cfg.backbone)
-    test_files = load_labelled(Path(test_path)) if test_path is not None else None
-    log(f"indexing {data_path}")
-    data = load_images(Path(data_path), cfg.val_split, cfg.seed, min_size=spec.preprocessing.resize_size)
+def _log_data(log: RunLog, data: ImageData, out: Path) -> None:
     if data.train.empty_classes:
         log(f"ignored empty class folder(s): {', '.join(data.train.empty_classes)}")
     if data.skipped:
@@ -146,6 +141,24 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
             log(f"  skipped {path}: {reason}", quiet=True)
     log(f"{len(data.classes)} classes, {len(data.train.samples)} training and {len(data.val.samples)} "
         f"validation images")
+
+
+def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_path: Path | None = None,
+          log: RunLog | None = None, features: Path | None = None) -> TrainResult:
+    """The whole job: data → frozen-base head training → fine-tuning of the top blocks → bundle in `out`.
+    With `cfg.strategy == "extract"` the head is trained on cached features instead (in `features`, default
+    `out/features`); with "frozen" stage 2 is skipped."""
+    started = time.perf_counter()
+    log = log or RunLog(out / "train.log")
+    log(f"=== transferkit {__version__} train {data_path} --out {out}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        quiet=True)
+    if cfg.strategy == "extract":
+        return _train_on_features(Path(data_path), out, cfg, test_path, log, features or out / "features", started)
+    spec = get_backbone(cfg.backbone)
+    test_files = load_labelled(Path(test_path)) if test_path is not None else None
+    log(f"indexing {data_path}")
+    data = load_images(Path(data_path), cfg.val_split, cfg.seed, min_size=spec.preprocessing.resize_size)
+    _log_data(log, data, out)
 
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(data.classes), HeadConfig(cfg.hidden, cfg.dropout),
@@ -182,22 +195,99 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         learner.probe(cfg.probe_epochs, 3 * cfg.lr)
     learner.fit(cfg.epochs, cfg.lr, patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="head")
     val_metrics = stage_done("stage 1")
-    if cfg.fine_tune_epochs > 0 and cfg.unfreeze_blocks != 0:
+    if cfg.strategy == "finetune" and cfg.fine_tune_epochs > 0 and cfg.unfreeze_blocks != 0:
         model.unfreeze_top(cfg.unfreeze_blocks)
         log(f"stage 2: fine-tuning blocks {', '.join(model.trainable_blocks())} (up to {cfg.fine_tune_epochs} epochs)")
         learner.fit(cfg.fine_tune_epochs, 3 * cfg.fine_tune_lr, base_lr=cfg.fine_tune_lr, lr_spread=cfg.lr_spread,
                     patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="fine-tune")
         val_metrics = stage_done("stage 2")
 
+    _save(model, out, cfg, history, learner.best.where, data_path, data, val_metrics, test_metrics, started, log)
+    return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped))
+
+
+def _save(model: TransferModel, out: Path, cfg: TrainConfig, history: list[EpochResult], best: str,
+          data_path: Path, data: ImageData, val_metrics: Metrics, test_metrics: Metrics | None, started: float,
+          log: RunLog, features: dict[str, Any] | None = None) -> None:
     extra = {
         "train_config": cfg.to_json(),
         "history": [h.to_json() for h in history],
-        "best": learner.best.where,
+        "best": best,
         "data": {"source": str(data_path), "classes": list(data.classes), "train": len(data.train.samples),
                  "validation": len(data.val.samples), "skipped": [[str(p), r] for p, r in data.skipped]},
         "metrics": {"validation": val_metrics.to_json(), "test": test_metrics.to_json() if test_metrics else None},
         "seconds": round(time.perf_counter() - started, 1),
+        **({"features": features} if features is not None else {}),
     }
     save_bundle(model, out, extra)
     log(f"saved the model to {out} ({time.perf_counter() - started:.0f}s in all)")
+
+
+def _train_on_features(data_path: Path, out: Path, cfg: TrainConfig, test_path: Path | None, log: RunLog,
+                       folder: Path, started: float) -> TrainResult:
+    """The extract strategy: the base runs once per image (features cached in `folder`, reused by later runs),
+    then the head trains for `cfg.probe_epochs` epochs on the cached features in seconds; the epoch with the
+    lowest validation loss is kept. The bundle is a whole model (base + head) that reads raw images."""
+    test_files = load_labelled(Path(test_path)) if test_path is not None else None
+    log(f"indexing {data_path}")
+    files = load_labelled(data_path)
+    check_trainable(files)
+    torch.manual_seed(cfg.seed)
+    model = TransferModel.from_pretrained(cfg.backbone, list(files.classes), HeadConfig(cfg.hidden, cfg.dropout),
+                                          cfg.weights, cfg.layer)
+    log(f"backbone {model.spec.name}, weights {model.weights_info.source}"
+        + (f", features from block {model.layer} ({model.feature_dim})" if model.layer else ""))
+    cache = extract_features(files, model, folder, cfg.views, cfg.augmentation, cfg.seed, log=log)
+    log(f"features: {cache.stats['computed']} computed, {cache.stats['reused']} reused from {folder}")
+    good = LabelledFiles(files.source, files.classes,
+                         tuple(Sample(p, int(label)) for p, label in zip(cache.paths, cache.labels)))
+    check_trainable(good)
+    train_idx, val_idx = stratified_split(good.labels(), cfg.val_split, cfg.seed)
+    data = ImageData(files.classes, good.subset(train_idx), good.subset(val_idx), cache.skipped)
+    _log_data(log, data, out)
+
+    features = torch.from_numpy(np.array(cache.features))  # a writable copy in memory: training reads it often
+    labels = torch.from_numpy(np.array(cache.labels))
+    x_train, y_train = features[train_idx], labels[train_idx]
+    if cache.views is not None:  # every augmented view is one more training example of its image
+        views = torch.from_numpy(np.array(cache.views[train_idx]))
+        x_train = torch.cat([x_train, views.reshape(-1, views.shape[-1])])
+        y_train = torch.cat([y_train, y_train.repeat_interleave(views.shape[1])])
+    x_val, y_val = features[val_idx], labels[val_idx]
+    weight = class_weights(y_train.tolist(), len(files.classes)) if cfg.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    best, history = Best(), []
+    epoch_started = time.perf_counter()
+
+    def on_epoch(epoch: int, train_loss: float, train_acc: float) -> None:
+        nonlocal epoch_started
+        model.head.eval()
+        with torch.no_grad():
+            logits = model.head(x_val)
+        val_loss = float(loss_fn(logits, y_val))
+        val_acc = float((logits.argmax(1) == y_val).float().mean())
+        improved = best.offer(model.head, val_loss, f"extract epoch {epoch}")
+        result = EpochResult("extract", epoch, train_loss, train_acc, val_loss, val_acc, 3 * cfg.lr,
+                             time.perf_counter() - epoch_started)
+        history.append(result)
+        _log_epoch(log, result, improved, quiet=True)
+        epoch_started = time.perf_counter()
+
+    log(f"training the head on cached features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
+    fit_head(model.head, x_train, y_train, loss_fn, cfg.probe_epochs, 3 * cfg.lr, cfg.batch_size,
+             cfg.weight_decay, cfg.seed, on_epoch)
+    best.restore(model.head)
+    model.eval()
+    with torch.no_grad():
+        val_probs = model.head(x_val).softmax(1).numpy()
+    val_metrics = compute_metrics(y_val.numpy(), val_probs, model.class_names)
+    line = f"best {best.where}: validation accuracy {val_metrics.accuracy:.3f}"
+    test_metrics: Metrics | None = None
+    if test_files is not None:
+        test_metrics, _ = evaluate(model, test_files)
+        line += f", test accuracy {test_metrics.accuracy:.3f}"
+    log(line)
+    stats = {k: v for k, v in cache.stats.items() if k not in ("hashes", "bad_hashes")}
+    _save(model, out, cfg, history, best.where, data_path, data, val_metrics, test_metrics, started, log,
+          {"folder": str(folder), "key": cache.key, "stats": stats})
     return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped))

@@ -1,0 +1,150 @@
+"""The fastest way to run a frozen base here: ONNX Runtime on a CPU, PyTorch on a GPU.
+
+A frozen base is a fixed function, so on a CPU it is exported once to ONNX (torch's own exporter), cached on
+disk under a key made of its weights' hash and the software versions, and run by ONNX Runtime, which fuses
+BatchNorm into the convolutions and picks kernels for this CPU (about 4x PyTorch eager on Lite0 here; see
+benchmarks/extract.py). Every time an engine is made its output is checked against PyTorch on a fixed batch;
+if it differs by more than `PARITY_TOLERANCE`, or ONNX Runtime is missing or the export fails, the engine is
+PyTorch and `Engine.note` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit import __version__
+from transferkit.atomic import atomic_write_text, atomic_writer
+from transferkit.inference import autocast, micro_batch_size, pick_device
+
+__all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
+
+ENGINES = ("auto", "onnx", "torch")
+PARITY_TOLERANCE = 1e-3  # max absolute difference of pooled features, ONNX Runtime vs PyTorch
+_OPSET = 18
+
+
+def cache_dir() -> Path:
+    """$TRANSFERKIT_CACHE, else $XDG_CACHE_HOME/transferkit, else ~/.cache/transferkit."""
+    if os.environ.get("TRANSFERKIT_CACHE"):
+        return Path(os.environ["TRANSFERKIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferkit"
+
+
+def module_sha256(module: nn.Module) -> str:
+    """A hash of every tensor (parameters and buffers) with its name, shape and dtype."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Engine:
+    """Pooled features of a batch of normalised images (N, 3, H, W) as a float32 array (N, D)."""
+
+    name: str  # "onnxruntime" or "pytorch"
+    batch_size: int  # images per call that run fastest on this engine
+    note: str  # why this engine (shown in logs)
+    _module: nn.Module | None = None
+    _session: object | None = None
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        if self._session is not None:
+            out = self._session.run(None, {"images": images.numpy()})[0]  # type: ignore[attr-defined]
+            return np.asarray(out, dtype=np.float32)
+        assert self._module is not None
+        return _torch_features(self._module, images)
+
+
+@torch.inference_mode()
+def _torch_features(module: nn.Module, images: torch.Tensor) -> np.ndarray:
+    device = next(module.parameters()).device
+    images = images.to(device, memory_format=torch.channels_last)
+    with autocast(device):
+        return module(images).float().cpu().numpy()
+
+
+def make_engine(module: nn.Module, input_size: int, prefer: str = "auto") -> Engine:
+    """An engine for `module` (a frozen base: images → pooled features). `prefer`: auto (ONNX Runtime on a CPU
+    when it is installed and matches PyTorch, else PyTorch), onnx (the same, but say so when it cannot be) or
+    torch."""
+    if prefer not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {prefer!r}")
+    module = module.eval()
+    device = pick_device()
+    if prefer == "torch" or device.type != "cpu":
+        module.to(device).to(memory_format=torch.channels_last)
+        reason = "asked for" if prefer == "torch" else f"on {device.type}"
+        return Engine("pytorch", micro_batch_size(device, 64), f"PyTorch ({reason})", _module=module)
+    try:
+        session, worst = _onnx_session(module, input_size)
+    except Exception as exc:  # any failure to export or run falls back to the engine that always works
+        return Engine("pytorch", micro_batch_size(device, 64), f"PyTorch (ONNX Runtime unavailable: "
+                      f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", _module=module)
+    if worst > PARITY_TOLERANCE:
+        return Engine("pytorch", micro_batch_size(device, 64),
+                      f"PyTorch (ONNX Runtime differs from PyTorch by {worst:.2g} > {PARITY_TOLERANCE})",
+                      _module=module)
+    return Engine("onnxruntime", 16, f"ONNX Runtime (matches PyTorch to {worst:.1e})", _session=session)
+
+
+_SESSIONS: dict[Path, tuple[object, float]] = {}  # this process's sessions and their parity, by model file
+
+
+def _onnx_session(module: nn.Module, input_size: int) -> tuple[object, float]:
+    """An ONNX Runtime session for `module` (exported on first use, then loaded from the cache) and its largest
+    difference from PyTorch."""
+    import onnxruntime  # optional at import time: a missing runtime means the PyTorch engine
+
+    key = hashlib.sha256(f"{module_sha256(module)}|{input_size}|torch {torch.__version__}|opset {_OPSET}|"
+                         f"transferkit {__version__}".encode()).hexdigest()[:32]
+    path = cache_dir() / "onnx" / f"{key}.onnx"
+    if path in _SESSIONS and path.is_file():
+        return _SESSIONS[path]
+    if not path.is_file():
+        _export(module, input_size, path)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception:  # a damaged cache file: export again once
+        _export(module, input_size, path)
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    _SESSIONS[path] = session, _parity(session, module, input_size)
+    return _SESSIONS[path]
+
+
+def _export(module: nn.Module, input_size: int, path: Path) -> None:
+    example = torch.zeros(2, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module.cpu(), (example,), input_names=["images"], output_names=["features"],
+                                    dynamic_shapes=({0: batch},), opset_version=_OPSET, external_data=False,
+                                    dynamo=True, verbose=False)
+    assert program is not None
+    with atomic_writer(path) as tmp:
+        program.save(str(tmp))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"torch": torch.__version__, "opset": _OPSET,
+                                                             "input_size": input_size}))
+
+
+def _parity(session: object, module: nn.Module, input_size: int) -> float:
+    """Largest absolute difference from PyTorch on a fixed batch of image-like inputs."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, input_size, input_size, generator=generator)
+    ours = session.run(None, {"images": images.numpy()})[0]  # type: ignore[attr-defined]
+    return float(np.abs(ours - _torch_features(module.cpu(), images)).max())
