@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_photo_dataset
 from PIL import Image
 
 from transferkit.bundle import load_bundle
@@ -18,12 +19,12 @@ from transferkit.data import load_labelled
 from transferkit.engine import PARITY_TOLERANCE, make_engine
 from transferkit.errors import UserError
 from transferkit.features import MANIFEST, extract_features, load_features
+from transferkit.images import load_image
 from transferkit.inference import infer_files
 from transferkit.metrics import compute_metrics
 from transferkit.model import TransferModel
+from transferkit.preprocess import eval_transform
 from transferkit.workflow import evaluate, predict
-
-from conftest import write_photo_dataset
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +135,18 @@ def test_augmented_views_are_cached_once_and_reproducible(data: Path, tmp_path: 
 
 
 def test_onnx_engine_matches_pytorch_on_real_photos(photo_test_data: Path, lite0: TransferModel) -> None:
-    from transferkit.preprocess import eval_transform
-    from transferkit.images import load_image
-
-    engine = make_engine(lite0.base, lite0.preprocessing.input_size, "auto")
+    engine = make_engine(lite0.base, lite0.preprocessing, "auto")
     assert engine.name == "onnxruntime", engine.note  # onnxruntime is a dependency: it must be the CPU engine
-    transform = eval_transform(lite0.preprocessing)
-    images = torch.stack([transform(load_image(p)) for p in sorted(photo_test_data.rglob("*.*"))[:6]])
+    paths = sorted(photo_test_data.rglob("*.*"))[:6]
+    normalised = eval_transform(lite0.preprocessing)
     with torch.inference_mode():
-        expected = lite0.base.eval()(images).numpy()
+        expected = lite0.base.eval()(torch.stack([normalised(load_image(p)) for p in paths])).numpy()
+    raw = eval_transform(lite0.preprocessing, normalise=False)  # the engine reads uint8 and normalises itself
+    images = torch.stack([raw(load_image(p)) for p in paths])
+    assert images.dtype == torch.uint8
     assert np.abs(engine(images) - expected).max() < PARITY_TOLERANCE
-    assert make_engine(lite0.base, lite0.preprocessing.input_size, "torch").name == "pytorch"
+    torch_engine = make_engine(lite0.base, lite0.preprocessing, "torch")
+    assert torch_engine.name == "pytorch" and np.abs(torch_engine(images) - expected).max() < 1e-4
 
 
 def test_cli_extract_then_train_on_features_gives_a_bundle_that_reads_raw_images(

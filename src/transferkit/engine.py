@@ -24,10 +24,11 @@ from torch import nn
 from transferkit import __version__
 from transferkit.atomic import atomic_write_text, atomic_writer
 from transferkit.inference import autocast, micro_batch_size, pick_device
+from transferkit.preprocess import Preprocessing
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
 
-ENGINES = ("auto", "onnx", "torch")
+ENGINES = ("auto", "torch")
 PARITY_TOLERANCE = 1e-3  # max absolute difference of pooled features, ONNX Runtime vs PyTorch
 _OPSET = 18
 
@@ -49,9 +50,26 @@ def module_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+class Normalised(nn.Module):
+    """`module` behind the normalisation: reads uint8 images (N, 3, H, W), so the per-image work left to the
+    decoding workers is decode, resize and crop, and the scaling runs batched inside the engine."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, module: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.module = module
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
+        self.register_buffer("shift", -torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images.float() * self.scale + self.shift)
+
+
 @dataclass
 class Engine:
-    """Pooled features of a batch of normalised images (N, 3, H, W) as a float32 array (N, D)."""
+    """Pooled features of a batch of uint8 images (N, 3, H, W) as a float32 array (N, D)."""
 
     name: str  # "onnxruntime" or "pytorch"
     batch_size: int  # images per call that run fastest on this engine
@@ -75,13 +93,13 @@ def _torch_features(module: nn.Module, images: torch.Tensor) -> np.ndarray:
         return module(images).float().cpu().numpy()
 
 
-def make_engine(module: nn.Module, input_size: int, prefer: str = "auto") -> Engine:
-    """An engine for `module` (a frozen base: images → pooled features). `prefer`: auto (ONNX Runtime on a CPU
-    when it is installed and matches PyTorch, else PyTorch), onnx (the same, but say so when it cannot be) or
-    torch."""
+def make_engine(base: nn.Module, preprocessing: Preprocessing, prefer: str = "auto") -> Engine:
+    """An engine for `base` (a frozen base: normalised images → pooled features) that reads uint8 images.
+    `prefer`: auto (ONNX Runtime on a CPU when it is installed and matches PyTorch, else PyTorch) or torch."""
     if prefer not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {prefer!r}")
-    module = module.eval()
+    module = Normalised(base, preprocessing.mean, preprocessing.std).eval()
+    input_size = preprocessing.input_size
     device = pick_device()
     if prefer == "torch" or device.type != "cpu":
         module.to(device).to(memory_format=torch.channels_last)
@@ -128,7 +146,7 @@ def _onnx_session(module: nn.Module, input_size: int) -> tuple[object, float]:
 
 
 def _export(module: nn.Module, input_size: int, path: Path) -> None:
-    example = torch.zeros(2, 3, input_size, input_size)
+    example = torch.zeros(2, 3, input_size, input_size, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -143,8 +161,8 @@ def _export(module: nn.Module, input_size: int, path: Path) -> None:
 
 
 def _parity(session: object, module: nn.Module, input_size: int) -> float:
-    """Largest absolute difference from PyTorch on a fixed batch of image-like inputs."""
+    """Largest absolute difference from PyTorch on a fixed batch of random images."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 3, input_size, input_size, generator=generator)
+    images = torch.randint(0, 256, (2, 3, input_size, input_size), generator=generator, dtype=torch.uint8)
     ours = session.run(None, {"images": images.numpy()})[0]  # type: ignore[attr-defined]
     return float(np.abs(ours - _torch_features(module.cpu(), images)).max())

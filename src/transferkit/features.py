@@ -111,7 +111,7 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
                            seconds=time.perf_counter() - started)
 
     base = model.base
-    runner = make_engine(base, model.preprocessing.input_size, engine) if todo else None
+    runner = make_engine(base, model.preprocessing, engine) if todo else None
     dim = model.feature_dim
     views_writer = atomic_writer(folder / "views.npy") if views else nullcontext(None)
     with atomic_writer(folder / "features.npy") as feat_tmp, views_writer as views_tmp:
@@ -267,8 +267,8 @@ class _Views(Dataset):
         self.paths, self.rows, self.hashes = list(paths), list(rows), list(hashes)
         p = model.preprocessing
         self.min_size = p.resize_size
-        self.plain = eval_transform(p)
-        self.augment = train_transform(p, augmentation) if views else None
+        self.plain = eval_transform(p, normalise=False)  # uint8: the engine normalises, batched
+        self.augment = train_transform(p, augmentation, normalise=False) if views else None
         self.views, self.seed = views, seed
 
     def __len__(self) -> int:

@@ -67,18 +67,21 @@ def _to_normalised_tensor(p: Preprocessing) -> list[Callable[[Any], Any]]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(p.mean), std=list(p.std))]
 
 
-def eval_transform(p: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side to `resize_size`, centre-crop `input_size`, normalise."""
+def eval_transform(p: Preprocessing, normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side to `resize_size`, centre-crop `input_size`, normalise (or, with
+    `normalise=False`, stop at a uint8 tensor and leave normalisation to the engine, batched: much cheaper)."""
     interpolation = _INTERPOLATIONS[p.interpolation]
     return v2.Compose([
         v2.Resize(p.resize_size, interpolation=interpolation, antialias=True),
         v2.CenterCrop(p.input_size),
-        *_to_normalised_tensor(p),
+        *(_to_normalised_tensor(p) if normalise else [v2.ToImage()]),
     ])
 
 
-def train_transform(p: Preprocessing, aug: Augmentation) -> Callable[[Image.Image], torch.Tensor]:
-    """Random zoom/crop to `input_size`, optional flip and small rotation, then the same normalisation."""
+def train_transform(p: Preprocessing, aug: Augmentation,
+                    normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Random zoom/crop to `input_size`, optional flip and small rotation, then the same normalisation (or a
+    uint8 tensor, as in `eval_transform`)."""
     interpolation = _INTERPOLATIONS[p.interpolation]
     steps: list[Callable[[Any], Any]] = [
         v2.RandomResizedCrop(p.input_size, scale=(aug.min_scale, 1.0), interpolation=interpolation, antialias=True),
@@ -87,4 +90,4 @@ def train_transform(p: Preprocessing, aug: Augmentation) -> Callable[[Image.Imag
         steps.append(v2.RandomHorizontalFlip())
     if aug.rotation_degrees > 0:
         steps.append(v2.RandomRotation(aug.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
-    return v2.Compose([*steps, *_to_normalised_tensor(p)])
+    return v2.Compose([*steps, *(_to_normalised_tensor(p) if normalise else [v2.ToImage()])])
