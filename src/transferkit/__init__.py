@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
 from transferkit.bundle import load_bundle, save_bundle
 from transferkit.config import TrainConfig
+from transferkit.data import LabelledFiles, load_labelled
 from transferkit.errors import UserError
+from transferkit.features import FeatureSet, extract_features, load_features
 from transferkit.learner import ImageData, Learner
 from transferkit.metrics import Metrics, format_metrics
 from transferkit.model import HeadConfig, TransferModel
@@ -23,7 +25,8 @@ from transferkit.preprocess import Augmentation, Preprocessing
 from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, load_images, predict, train
 
 __all__ = [
-    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "HeadConfig", "ImageData", "Learner", "Metrics",
-    "Preprocessing", "TrainConfig", "TransferModel", "UserError", "__version__", "classify", "evaluate",
-    "format_metrics", "get_backbone", "load_bundle", "load_images", "predict", "save_bundle", "train",
+    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "FeatureSet", "HeadConfig", "ImageData",
+    "LabelledFiles", "Learner", "Metrics", "Preprocessing", "TrainConfig", "TransferModel", "UserError",
+    "__version__", "classify", "evaluate", "extract_features", "format_metrics", "get_backbone", "load_bundle",
+    "load_features", "load_images", "load_labelled", "predict", "save_bundle", "train",
 ]
