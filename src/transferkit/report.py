@@ -10,7 +10,7 @@ validation set too small for the accuracy it claims, files silently dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +81,11 @@ class ReportData:
             "evaluated_on": self.evaluated_on,
             **self.metrics.to_json(),
             "accuracy_ci95": list(self.accuracy_ci),
-            "calibration": {"ece": self.calibration.ece, "bins": [b.__dict__ for b in self.calibration.bins]},
-            "most_confident_mistakes": [m.__dict__ for m in self.mistakes],
+            "calibration": {"ece": self.calibration.ece, "bins": [asdict(b) for b in self.calibration.bins]},
+            "most_confident_mistakes": [asdict(m) for m in self.mistakes],
             "history": self.history,
             "facts": dict(self.facts),
-            "warnings": [c.__dict__ for c in self.cautions],
+            "warnings": [asdict(c) for c in self.cautions],
             "skipped": self.skipped,
         }
 
