@@ -19,13 +19,14 @@ from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.config import STRATEGIES, TrainConfig
 from transferkit.cpu import keep_freed_memory
-from transferkit.data import check_trainable, load_labelled
+from transferkit.data import LabelledFiles, check_trainable, load_labelled
 from transferkit.engine import ENGINES
 from transferkit.errors import UserError
 from transferkit.features import extract_features
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
 from transferkit.model import TransferModel
+from transferkit.report_html import METRICS_FILE, write_report
 from transferkit.weights import weight_sources, weights_available
 from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, train
 
@@ -99,6 +100,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=_float_in(0.0, 1.0, include_low=True), default=d.dropout)
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--test", type=Path, default=None, help="labelled test data, evaluated after each stage")
+    p.add_argument("--report", action="store_true",
+                   help="write RUN/report.html: curves, confusion matrix, mistakes, calibration (on --test data "
+                        "when given, else on the validation split)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("report", help="one HTML file to look at: curves, confusion matrix, worst mistakes, "
+                                      "calibration, warnings (and metrics.json beside it)")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write, such as RUN/report.html")
+
     p = sub.add_parser("predict", help="top-k classes of a trained model for images or folders")
     p.add_argument("run", type=Path)
     p.add_argument("images", type=Path, nargs="+")
@@ -149,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the backbones: size, input, where their weights come from")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample and report test accuracy")
+    p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample; test accuracy and an HTML report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     return parser
 
@@ -223,15 +233,32 @@ def _extract(args: argparse.Namespace) -> None:
           f"({s['seconds']:.1f}s{rate}; engine: {s['engine']})")
 
 
+def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, on_validation: bool = False) -> None:
+    """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
+    model, meta = load_bundle(run)
+    report = write_report(model, meta, data, out, evaluated_on, on_validation)
+    for caution in report.cautions:
+        print(f"warning: {caution.message}", file=sys.stderr)
+    print(f"report: {out} (numbers in {out.parent / METRICS_FILE})")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        train(args.data, args.out, _config(args), args.test, features=args.features)
+        result = train(args.data, args.out, _config(args), args.test, features=args.features)
+        if args.report and args.test is not None:
+            _report(args.out, args.test, args.out / "report.html", str(args.test))
+        elif args.report and result.validation is not None:
+            _report(args.out, result.validation, args.out / "report.html", f"the validation split of {args.data}",
+                    on_validation=True)
     elif args.command == "extract":
         _extract(args)
     elif args.command == "demo":
         print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
         train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test")
+        _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images")
         print(f"try it: transferkit predict {args.out} {EXAMPLE_DATA / 'test' / 'bag'}")
+    elif args.command == "report":
+        _report(args.run, args.data, args.out, str(args.data))
     elif args.command == "evaluate":
         model, _ = load_bundle(args.run)
         metrics, skipped = evaluate(model, args.data)

@@ -31,7 +31,8 @@ from transferkit.probe import fit_head
 from transferkit.train import Best, EpochResult
 from transferkit.weights import build_network
 
-__all__ = ["EXAMPLE_DATA", "RunLog", "TrainResult", "classify", "evaluate", "load_images", "predict", "train"]
+__all__ = ["EXAMPLE_DATA", "RunLog", "Scored", "TrainResult", "classify", "evaluate", "load_images", "predict", "score",
+           "train"]
 
 EXAMPLE_DATA = Path(__file__).resolve().parent / "example_data" / "fashion-mnist"
 
@@ -64,10 +65,20 @@ def load_images(path: Path, val_split: float = 0.2, seed: int = 0, workers: int 
     return ImageData(good.classes, good.subset(train_idx), good.subset(val_idx), tuple(bad))
 
 
-def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int = 32,
-             workers: int | None = None) -> tuple[Metrics, list[Path]]:
-    """Metrics of `model` on labelled files (their class names must be among the model's). Also returns the
-    files that could not be decoded and were left out."""
+@dataclass(frozen=True)
+class Scored:
+    """One inference pass over labelled files, image by image: what `evaluate` summarises and a report shows
+    (per-image probabilities for calibration and the most confident mistakes)."""
+
+    paths: list[Path]  # the files that decoded, in the order of `labels` and `probs`
+    labels: np.ndarray  # true classes as indices into the model's class names
+    probs: np.ndarray  # (images, classes) softmax probabilities
+    skipped: list[Path]  # files that could not be decoded and were left out
+
+
+def score(model: TransferModel, files: LabelledFiles | Path, batch_size: int = 32,
+          workers: int | None = None) -> Scored:
+    """Class probabilities of `model` for every labelled file (their class names must be among the model's)."""
     if isinstance(files, Path):
         files = load_labelled(files)
     unknown = [c for c in files.classes if c not in model.class_names]
@@ -80,7 +91,15 @@ def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int 
     if not kept:
         raise UserError(f"none of the {len(paths)} images in {files.source} could be read")
     labels = to_model[np.array([files.samples[i].label for i in kept], dtype=np.int64)]
-    return compute_metrics(labels, probs, model.class_names), _left_out(paths, kept)
+    return Scored([paths[i] for i in kept], labels, probs, _left_out(paths, kept))
+
+
+def evaluate(model: TransferModel, files: LabelledFiles | Path, batch_size: int = 32,
+             workers: int | None = None) -> tuple[Metrics, list[Path]]:
+    """Metrics of `model` on labelled files (their class names must be among the model's). Also returns the
+    files that could not be decoded and were left out."""
+    scored = score(model, files, batch_size, workers)
+    return compute_metrics(scored.labels, scored.probs, model.class_names), scored.skipped
 
 
 def predict(model: TransferModel, paths: Sequence[Path], top: int = 3,
@@ -124,6 +143,7 @@ class TrainResult:
     val_metrics: Metrics
     test_metrics: Metrics | None
     skipped: list[tuple[Path, str]]
+    validation: LabelledFiles | None = None  # the validation split, for a report on it
 
 
 def _log_epoch(log: RunLog, r: EpochResult, improved: bool, quiet: bool = False) -> None:
@@ -203,7 +223,7 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         val_metrics = stage_done("stage 2")
 
     _save(model, out, cfg, history, learner.best.where, data_path, data, val_metrics, test_metrics, started, log)
-    return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped))
+    return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped), data.val)
 
 
 def _save(model: TransferModel, out: Path, cfg: TrainConfig, history: list[EpochResult], best: str,
@@ -214,7 +234,8 @@ def _save(model: TransferModel, out: Path, cfg: TrainConfig, history: list[Epoch
         "history": [h.to_json() for h in history],
         "best": best,
         "data": {"source": str(data_path), "classes": list(data.classes), "train": len(data.train.samples),
-                 "validation": len(data.val.samples), "skipped": [[str(p), r] for p, r in data.skipped]},
+                 "validation": len(data.val.samples), "skipped": [[str(p), r] for p, r in data.skipped],
+                 "class_counts": {"train": data.train.counts(), "validation": data.val.counts()}},
         "metrics": {"validation": val_metrics.to_json(), "test": test_metrics.to_json() if test_metrics else None},
         "seconds": round(time.perf_counter() - started, 1),
         **({"features": features} if features is not None else {}),
@@ -290,4 +311,4 @@ def _train_on_features(data_path: Path, out: Path, cfg: TrainConfig, test_path: 
     stats = {k: v for k, v in cache.stats.items() if k not in ("hashes", "bad_hashes")}
     _save(model, out, cfg, history, best.where, data_path, data, val_metrics, test_metrics, started, log,
           {"folder": str(folder), "key": cache.key, "stats": stats})
-    return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped))
+    return TrainResult(model, out, history, val_metrics, test_metrics, list(data.skipped), data.val)
