@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "BadImage", "is_ignored", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "BadImage", "is_ignored", "load_image", "skip_reason"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -81,6 +81,15 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
         raise BadImage(path, _os_error_reason(exc)) from exc
     except (ValueError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
         raise BadImage(path, f"corrupt image data ({type(exc).__name__}: {exc})") from exc
+
+
+def skip_reason(path: Path) -> str:
+    """Why `path` was left out of a batch run (decoders there only say "unusable"): decoded again, once."""
+    try:
+        load_image(path)
+    except BadImage as exc:
+        return exc.reason
+    return "could not be read during the run"
 
 
 def _check_regular_file(path: Path) -> None:
