@@ -29,7 +29,7 @@ from safetensors import safe_open
 from transferkit.weights import sha256_file
 from transferkit.workflow import EXAMPLE_DATA
 
-FLAGS = ["--probe-epochs", "5", "--epochs", "3", "--fine-tune-epochs", "2", "--batch-size", "8", "--patience", "3",
+FLAGS = ["--probe-epochs", "5", "--epochs", "2", "--fine-tune-epochs", "2", "--batch-size", "8", "--patience", "3",
          "--val-split", "0.25", "--seed", "0"]
 
 
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp dir)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="transferkit-crash-"))
-    data = make_data(work / "data", classes=3, per_class=16)
+    data = make_data(work / "data", classes=3, per_class=8)
     rng = random.Random(args.seed)
 
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def main() -> int:
     out = work / f"run{rounds}"
     while True:
         proc = start(data, out, resume=True)
-        delay = rng.uniform(0.5, total) if kills < args.kills else None
+        delay = rng.uniform(0.5, 0.6 * total) if kills < args.kills else None
         try:
             code = proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:

@@ -212,6 +212,10 @@ def _csv_header_only(tmp: Path, good: Path) -> Path:
     return _csv(tmp, good, "path,label\n")
 
 
+def _csv_nul_path(tmp: Path, good: Path) -> Path:
+    return _csv(tmp, good, "path,label\n" + _csv_rows(good)[0] + "\ncat/0\0.jpg,cat\n")
+
+
 def _csv_latin1(tmp: Path, good: Path) -> Path:
     return _csv(tmp, good, "path,label\ncat/00.jpg,chat noir à Paris\n", encoding="latin-1")
 
@@ -427,6 +431,7 @@ CASES: list[Case] = [
     _data("csv-blank-path", _csv_blank_path, Expect(FAILS, "line 3: blank path"), needs="labelled"),
     _data("csv-wrong-columns", _csv_wrong_columns, Expect(FAILS, "lacks path and label"), needs="labelled"),
     _data("csv-header-only", _csv_header_only, Expect(FAILS, "no rows"), needs="labelled"),
+    _data("csv-nul-in-path", _csv_nul_path, Expect(FAILS, "line 3: the path contains a NUL"), needs="labelled"),
     _data("csv-not-utf8", _csv_latin1, Expect(FAILS, "not UTF-8"), needs="labelled"),
     # model bundles
     _bundle("bundle-missing-weights", _bundle_no_weights, "no weights file"),

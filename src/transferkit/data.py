@@ -186,6 +186,8 @@ def _manifest_rows(csv_path: Path, handle: TextIO) -> list[tuple[Path, str]]:
         if not raw_path or not label:
             blank = "path" if not raw_path else "label"
             raise UserError(f"{csv_path} line {line}: blank {blank} — every row needs both a path and a label")
+        if "\0" in raw_path:  # no file system allows it; os.stat would fail on it later with a ValueError
+            raise UserError(f"{csv_path} line {line}: the path contains a NUL character — fix or remove the row")
         rows.append((_inside_folder(csv_path, line, folder, raw_path), label))
     return rows
 

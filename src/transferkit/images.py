@@ -65,6 +65,9 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     _check_regular_file(path)
     try:
         with warnings.catch_warnings():
+            # Pillow's complaints about damaged metadata (EXIF, TIFF tags) would print as multi-line noise; the
+            # pixels decide whether the file is usable.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only *warns* between 1x and 2x its pixel limit; a bomb is a bomb either way.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -96,6 +99,8 @@ def _check_regular_file(path: Path) -> None:
     """Reject what `Image.open` would choke on (or hang on: a FIFO) with a reason a person understands."""
     try:
         info = os.stat(path)
+    except ValueError as exc:  # a NUL byte in the name
+        raise BadImage(path, f"invalid file name ({exc})") from exc
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and os.path.islink(path):
             raise BadImage(path, "broken symlink (its target does not exist)") from exc
