@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +70,7 @@ class Result:
         return next((line for line in self.log.splitlines() if line.strip().startswith(f"skipped {path}:")), None)
 
 
-def run_cli(command: str, inputs: Inputs, extra: list[str] = ()) -> Result:  # type: ignore[assignment]
+def run_cli(command: str, inputs: Inputs, extra: Sequence[str] = ()) -> Result:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -250,8 +250,13 @@ def test_unreadable_file_as_unprivileged_user(good_data: Path, trained_run: Trai
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_a_real_process_on_the_messy_folder_prints_no_traceback(messy: tuple[Path, dict[str, Path]]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "transferkit.cli", "classify", str(messy[0]), "--top", "1"],
+def test_a_real_process_with_bad_files_prints_no_traceback(messy: tuple[Path, dict[str, Path]]) -> None:
+    """Outside pytest's capture, with decoding in worker processes: still one line per skipped file."""
+    planted = messy[1]
+    files = [planted[name] for name in ("decompression-bomb", "fifo", "truncated-jpeg", "very-wide", "16-bit-png")]
+    proc = subprocess.run([sys.executable, "-m", "transferkit.cli", "classify", *map(str, files), "--top", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"skipped {messy[1]['decompression-bomb']}: too large" in proc.stderr
+    assert f"skipped {planted['decompression-bomb']}: too large" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 4  # three skipped files and the summary line
+    assert f"{planted['very-wide']}:" in proc.stdout and f"{planted['16-bit-png']}:" in proc.stdout

@@ -84,3 +84,29 @@ def test_damaged_resume_state_is_one_clear_line(photo_data: Path, tmp_path: Path
     (out / RESUME_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
     code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(out), "--resume")
     assert code == 2 and "cannot read the resume state" in err and len(err.strip().splitlines()) == 1
+
+
+def test_batches_depend_on_seed_and_epoch_only(photo_data: Path) -> None:
+    """Epoch 3's order and augmentation are the same whether epochs 1-2 ran in this process or not, and whether
+    images are decoded in worker processes or here."""
+    import torch
+
+    from transferkit.backbones import get_backbone
+    from transferkit.data import index_folder
+    from transferkit.preprocess import Augmentation, train_transform
+    from transferkit.sampling import make_train_loader
+
+    p = get_backbone("efficientnet_lite0").preprocessing
+    samples = index_folder(photo_data).samples[:6]
+
+    def epoch_batches(workers: int, skip: int) -> list[torch.Tensor]:
+        loader, sampler = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 3, workers,
+                                            seed=5)
+        sampler.epoch = skip
+        return [images for images, _ in loader]
+
+    fresh = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 3, 0, seed=5)[0]
+    epochs = [[images for images, _ in fresh] for _ in range(3)]
+    for resumed in (epoch_batches(0, skip=2), epoch_batches(2, skip=2)):
+        assert all(torch.equal(a, b) for a, b in zip(resumed, epochs[2], strict=True))
+    assert not torch.equal(epochs[1][0], epochs[2][0])
