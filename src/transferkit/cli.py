@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         checkpoint = getattr(args, "out", None) and args.out / CHECKPOINT_FILE
         where = f"; the best model so far is in {checkpoint}" if checkpoint and checkpoint.is_file() else ""
+        if args.command == "train":
+            where += "; run the same command with --resume to continue"
         print(f"\ntransferkit: interrupted{where}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line and exit 1, the traceback in a file
