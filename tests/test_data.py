@@ -262,7 +262,7 @@ def test_split_rejects_bad_fraction(fraction: float) -> None:
 
 def _messy_folder(root: Path) -> LabelledFiles:
     _png(root / "cats" / "good1.png")
-    _png(root / "cats" / "good2.png")
+    _png(root / "cats" / "good2.png", (10, 200, 10))
     (root / "cats" / "empty.jpg").touch()
     (root / "dogs").mkdir()
     (root / "dogs" / "page.jpg").write_text("<html>not found</html>")
@@ -290,11 +290,25 @@ def test_scan_separates_bad_files(tmp_path: Path, num_workers: int) -> None:
 
 def test_scan_reports_duplicate_listing_once(tmp_path: Path) -> None:
     _png(tmp_path / "a.png")
-    _png(tmp_path / "b.png")
+    _png(tmp_path / "b.png", (10, 200, 10))
     manifest = _csv(tmp_path / "m.csv", "path,label\na.png,cat\nb.png,cat\n./a.png,dog\nc.png,dog\n")
     good, bad = scan_images(read_manifest(manifest), num_workers=0)
     assert [(s.path.name, s.label) for s in good.samples] == [("a.png", 0), ("b.png", 0)]
     assert bad == [(tmp_path / "a.png", "listed twice (classes cat and dog)"), (tmp_path / "c.png", "file not found")]
+
+
+def test_scan_keeps_copies_once_and_names_leaks_between_classes(tmp_path: Path) -> None:
+    original = _png(tmp_path / "cats" / "a.png")
+    _png(tmp_path / "cats" / "b.png", (10, 200, 10))
+    (tmp_path / "cats" / "c.png").write_bytes(original.read_bytes())
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / "dogs" / "x.png").write_bytes(original.read_bytes())
+    _png(tmp_path / "dogs" / "y.png", (10, 10, 200))
+    good, bad = scan_images(index_folder(tmp_path), num_workers=0)
+    assert [s.path.name for s in good.samples] == ["a.png", "b.png", "y.png"]
+    reasons = {path.name: reason for path, reason in bad}
+    assert reasons["c.png"] == f"same content as {original} (a duplicate; kept once)"
+    assert reasons["x.png"].startswith(f"same content as {original} of class cats: a leak between classes")
 
 
 def test_scan_rejects_negative_workers(tmp_path: Path) -> None:
@@ -308,8 +322,8 @@ def test_scan_rejects_negative_workers(tmp_path: Path) -> None:
 
 def test_dataset_skips_file_deleted_after_scan(tmp_path: Path) -> None:
     for i in range(3):
-        _png(tmp_path / "cats" / f"{i}.png", (10 * i, 0, 0))
-        _png(tmp_path / "dogs" / f"{i}.png", (0, 10 * i, 0))
+        _png(tmp_path / "cats" / f"{i}.png", (10 * i + 5, 0, 0))
+        _png(tmp_path / "dogs" / f"{i}.png", (0, 10 * i + 5, 0))
     good, bad = scan_images(index_folder(tmp_path), num_workers=0)
     assert bad == []
     good.samples[1].path.unlink()

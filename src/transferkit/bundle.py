@@ -82,7 +82,7 @@ def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read {meta_path}: {exc} — the bundle is damaged; retrain or restore it") from None
-        weights_path = path / str(meta.get("weights_file", WEIGHTS_FILE))
+        weights_path = _inside_bundle(path, meta_path, meta.get("weights_file", WEIGHTS_FILE))
         if not weights_path.is_file():
             raise UserError(f"bundle {path} has no weights file {weights_path.name}: copy the whole run folder")
         if sha256_file(weights_path) != meta.get("weights_sha256"):
@@ -96,6 +96,15 @@ def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.
         return json.loads(header[_META_KEY]), weights
     raise UserError(f"model bundle not found: {path} — pass a run folder made by `transferkit train` "
                     f"or a checkpoint.safetensors file")
+
+
+def _inside_bundle(folder: Path, meta_path: Path, name: object) -> Path:
+    """The weights file a bundle's JSON names: a plain file name in the bundle's own folder, nothing else (a
+    copied bundle must not be able to read files elsewhere on the machine)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in {".", ".."} or "\\" in name:
+        raise UserError(f"{meta_path} names weights file {name!r}, which is not a file name inside {folder}: "
+                        f"the bundle is damaged or not trustworthy; retrain or restore it")
+    return folder / name
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -19,10 +19,12 @@ from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
 from transferkit.bundle import CHECKPOINT_FILE, load_bundle
 from transferkit.config import STRATEGIES, TrainConfig
 from transferkit.cpu import keep_freed_memory
+from transferkit.crashlog import report_internal_error
 from transferkit.data import LabelledFiles, check_trainable, load_labelled
 from transferkit.engine import ENGINES
 from transferkit.errors import UserError
 from transferkit.features import extract_features
+from transferkit.images import skip_reason
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
 from transferkit.model import TransferModel
@@ -119,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a classifier on a class-per-folder directory or a CSV manifest")
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="run folder for the model bundle and log")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last complete epoch (same flags and data)")
     _add_training_flags(p)
 
     p = sub.add_parser("extract", help="run the frozen base once over DATA and cache its pooled features")
@@ -174,9 +178,16 @@ def _config(args: argparse.Namespace) -> TrainConfig:
                        class_weights=args.class_weights)
 
 
-def _print_predictions(predictions: list[Prediction], skipped: list[Path], as_json: bool) -> None:
+def _print_skipped(skipped: list[Path]) -> None:
+    """One stderr line per file left out, with the reason (the log of evaluate/predict/classify)."""
     for path in skipped:
-        print(f"skipped {path}: not a readable image", file=sys.stderr)
+        print(f"skipped {path}: {skip_reason(path)}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) that could not be used; fix or remove them", file=sys.stderr)
+
+
+def _print_predictions(predictions: list[Prediction], skipped: list[Path], as_json: bool) -> None:
+    _print_skipped(skipped)
     if as_json:
         print(json.dumps([asdict(p) for p in predictions], indent=2))
         return
@@ -244,7 +255,7 @@ def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str,
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        result = train(args.data, args.out, _config(args), args.test, features=args.features)
+        result = train(args.data, args.out, _config(args), args.test, resume=args.resume, features=args.features)
         if args.report and args.test is not None:
             _report(args.out, args.test, args.out / "report.html", str(args.test))
         elif args.report and result.validation is not None:
@@ -262,8 +273,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         model, _ = load_bundle(args.run)
         metrics, skipped = evaluate(model, args.data)
-        for path in skipped:
-            print(f"skipped {path}: not a readable image", file=sys.stderr)
+        _print_skipped(skipped)
         print(json.dumps(metrics.to_json(), indent=2) if args.json else format_metrics(metrics))
     elif args.command == "predict":
         model, _ = load_bundle(args.run)
@@ -276,6 +286,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see transferkit/cpu.py
@@ -290,8 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         checkpoint = getattr(args, "out", None) and args.out / CHECKPOINT_FILE
         where = f"; the best model so far is in {checkpoint}" if checkpoint and checkpoint.is_file() else ""
+        if args.command == "train":
+            where += "; run the same command with --resume to continue"
         print(f"\ntransferkit: interrupted{where}", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line and exit 1, the traceback in a file
+        return report_internal_error(exc, argv)
 
 
 if __name__ == "__main__":

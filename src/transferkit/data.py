@@ -9,6 +9,7 @@ on its own and a training run is reproducible from the data folder and a seed. C
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from transferkit.errors import UserError
 from transferkit.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_image
 
 __all__ = [
+    "LEAK",
     "ImageDataset",
     "LabelledFiles",
     "Sample",
@@ -184,6 +186,8 @@ def _manifest_rows(csv_path: Path, handle: TextIO) -> list[tuple[Path, str]]:
         if not raw_path or not label:
             blank = "path" if not raw_path else "label"
             raise UserError(f"{csv_path} line {line}: blank {blank} — every row needs both a path and a label")
+        if "\0" in raw_path:  # no file system allows it; os.stat would fail on it later with a ValueError
+            raise UserError(f"{csv_path} line {line}: the path contains a NUL character — fix or remove the row")
         rows.append((_inside_folder(csv_path, line, folder, raw_path), label))
     return rows
 
@@ -248,16 +252,20 @@ class _DecodeCheck(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, str]:
+    def __getitem__(self, index: int) -> tuple[int, str, str]:
+        """(index, why it is unusable or "", sha256 of its bytes: how copies of one file are found)."""
         try:
             load_image(self.paths[index], self.min_size)
+            digest = hashlib.sha256(self.paths[index].read_bytes()).hexdigest()
         except BadImage as exc:
-            return index, exc.reason
-        return index, ""
+            return index, exc.reason, ""
+        except OSError as exc:  # changed between the decode and the read: unusable all the same
+            return index, f"cannot read ({exc.strerror})", ""
+        return index, "", digest
 
 
-def _collate_lists(batch: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
-    return [index for index, _ in batch], [reason for _, reason in batch]
+def _collate_lists(batch: list[tuple[int, str, str]]) -> tuple[list[int], list[str], list[str]]:
+    return [item[0] for item in batch], [item[1] for item in batch], [item[2] for item in batch]
 
 
 def scan_images(
@@ -278,10 +286,15 @@ def scan_images(
         num_workers=num_workers,
         collate_fn=_collate_lists,
     )
-    for positions, batch_reasons in tqdm(loader, desc="checking images", unit="batch", leave=False, disable=None):
-        for position, reason in zip(positions, batch_reasons):
+    digests: dict[int, str] = {}
+    for positions, batch_reasons, batch_digests in tqdm(loader, desc="checking images", unit="batch", leave=False,
+                                                        disable=None):
+        for position, reason, digest in zip(positions, batch_reasons, batch_digests):
             if reason:
                 reasons[to_check[position]] = reason
+            else:
+                digests[to_check[position]] = digest
+    reasons |= _copy_reasons(files, digests)
     good = [i for i in range(len(files.samples)) if i not in reasons]
     bad = [(files.samples[i].path, reasons[i]) for i in sorted(reasons)]
     return files.subset(good), bad
@@ -298,6 +311,29 @@ def _duplicate_reasons(files: LabelledFiles) -> dict[int, str]:
             reasons[index] = f"listed twice (classes {classes[0]} and {classes[1]})"
         else:
             first_label[key] = sample.label
+    return reasons
+
+
+LEAK = "a leak between classes"
+
+
+def _copy_reasons(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
+    """Files with the same bytes as an earlier one are kept once (the first, in class then path order).
+
+    A copy in the same class would only weigh double, and could land in both the training and the validation
+    split; a copy in another class teaches two labels for one picture. The second case is called a leak."""
+    first: dict[str, int] = {}
+    reasons: dict[int, str] = {}
+    for index in sorted(digests):
+        original = first.setdefault(digests[index], index)
+        if original == index:
+            continue
+        here, there = files.samples[index], files.samples[original]
+        if here.label == there.label:
+            reasons[index] = f"same content as {there.path} (a duplicate; kept once)"
+        else:
+            reasons[index] = (f"same content as {there.path} of class {files.classes[there.label]}: {LEAK} "
+                              f"(kept once, in {files.classes[there.label]}); remove the wrong copy")
     return reasons
 
 

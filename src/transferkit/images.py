@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "BadImage", "is_ignored", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "BadImage", "is_ignored", "load_image", "skip_reason"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -65,6 +65,9 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     _check_regular_file(path)
     try:
         with warnings.catch_warnings():
+            # Pillow's complaints about damaged metadata (EXIF, TIFF tags) would print as multi-line noise; the
+            # pixels decide whether the file is usable.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only *warns* between 1x and 2x its pixel limit; a bomb is a bomb either way.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -83,10 +86,21 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
         raise BadImage(path, f"corrupt image data ({type(exc).__name__}: {exc})") from exc
 
 
+def skip_reason(path: Path) -> str:
+    """Why `path` was left out of a batch run (decoders there only say "unusable"): decoded again, once."""
+    try:
+        load_image(path)
+    except BadImage as exc:
+        return exc.reason
+    return "could not be read during the run"
+
+
 def _check_regular_file(path: Path) -> None:
     """Reject what `Image.open` would choke on (or hang on: a FIFO) with a reason a person understands."""
     try:
         info = os.stat(path)
+    except ValueError as exc:  # a NUL byte in the name
+        raise BadImage(path, f"invalid file name ({exc})") from exc
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and os.path.islink(path):
             raise BadImage(path, "broken symlink (its target does not exist)") from exc

@@ -24,11 +24,12 @@ from torch import nn
 
 from transferkit.cpu import keep_freed_memory
 from transferkit.data import LabelledFiles
-from transferkit.inference import infer_files, make_loader, micro_batch_size, pick_device
+from transferkit.inference import default_workers, infer_files, make_loader, micro_batch_size, pick_device
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
 from transferkit.probe import fit_head
-from transferkit.train import Best, EpochResult, StageConfig, evaluate, fit_stage, make_optimizer
+from transferkit.sampling import make_train_loader
+from transferkit.train import Best, EpochResult, Progress, StageConfig, evaluate, fit_stage, make_optimizer
 
 __all__ = ["ImageData", "Learner", "class_weights"]
 
@@ -70,11 +71,13 @@ class Learner:
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         self.optimizer = make_optimizer(model, weight_decay)
         self.best = Best()
+        self.progress = Progress()  # where the current stage stands; a resumed run restores it
         self.history: list[EpochResult] = []
         self._on_epoch = on_epoch
         p = model.preprocessing
-        self.train_loader = make_loader(data.train.samples, train_transform(p, augmentation), p.resize_size,
-                                        batch_size, workers, shuffle=True, seed=seed)
+        self.train_loader, self.sampler = make_train_loader(
+            data.train.samples, train_transform(p, augmentation), p.resize_size, batch_size,
+            default_workers() if workers is None else workers, seed)
         self.val_loader = make_loader(data.val.samples, eval_transform(p), p.resize_size, batch_size, workers)
         self._weight_decay, self._seed = weight_decay, seed
 
@@ -107,7 +110,7 @@ class Learner:
                             head_lr=lr, base_lr=lr / 10 if base_lr is None else base_lr, lr_spread=lr_spread,
                             warmup_epochs=warmup_epochs, patience=patience)
         return fit_stage(self.model, self.train_loader, self.val_loader, self.optimizer, stage, self.loss_fn,
-                         self.best, self.device, self._micro_batch(), self._epoch_done)
+                         self.best, self.device, self._micro_batch(), self._epoch_done, self.progress)
 
     def _epoch_done(self, result: EpochResult, improved: bool) -> None:
         self.history.append(result)

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from transferkit.inference import autocast
 from transferkit.model import TransferModel
 
-__all__ = ["Best", "EpochResult", "StageConfig", "evaluate", "fit_stage", "group_lrs", "lr_at", "make_optimizer",
-           "train_one_epoch"]
+__all__ = ["Best", "EpochResult", "Progress", "StageConfig", "evaluate", "fit_stage", "group_lrs", "lr_at",
+           "make_optimizer", "train_one_epoch"]
 
 Batch = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -50,6 +50,17 @@ class EpochResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Progress:
+    """Where a stage stands after its last complete epoch. `fit_stage` keeps it current, and continues from it
+    when it already names the stage being fitted (a resumed run)."""
+
+    stage: str = ""
+    epoch: int = 0
+    step: int = 0
+    since_best: int = 0
 
 
 @dataclass
@@ -152,9 +163,10 @@ def evaluate(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module, devi
 
 def fit_stage(model: TransferModel, train_loader: Any, val_loader: Any, optimizer: torch.optim.Optimizer,
               stage: StageConfig, loss_fn: nn.Module, best: Best, device: torch.device, micro_batch: int,
-              on_epoch: Callable[[EpochResult, bool], None]) -> list[EpochResult]:
+              on_epoch: Callable[[EpochResult, bool], None], progress: Progress | None = None) -> list[EpochResult]:
     """Train for up to `stage.epochs`, stop after `patience` epochs without a better validation loss, and leave
-    the model holding the best weights seen so far (possibly from an earlier stage)."""
+    the model holding the best weights seen so far (possibly from an earlier stage). `progress` is updated
+    before each `on_epoch` call; if it already names this stage, training continues after its epoch."""
     rates = group_lrs([g["name"] for g in optimizer.param_groups], stage.head_lr, stage.base_lr, stage.lr_spread)
     steps_per_epoch = max(1, len(train_loader))
     total, warmup = stage.epochs * steps_per_epoch, round(stage.warmup_epochs * steps_per_epoch)
@@ -166,8 +178,13 @@ def fit_stage(model: TransferModel, train_loader: Any, val_loader: Any, optimize
         return factor
 
     history: list[EpochResult] = []
-    step, since_best = 0, 0
-    for epoch in range(1, stage.epochs + 1):
+    progress = progress if progress is not None else Progress()
+    if progress.stage != stage.name:
+        progress.stage, progress.epoch, progress.step, progress.since_best = stage.name, 0, 0, 0
+    step = progress.step
+    for epoch in range(progress.epoch + 1, stage.epochs + 1):
+        if progress.since_best >= stage.patience:
+            break
         start = time.perf_counter()
         desc = f"{stage.name} {epoch}/{stage.epochs}"
         train_loss, train_acc, step = train_one_epoch(model, train_loader, optimizer, loss_fn, set_lr, step, device,
@@ -177,9 +194,8 @@ def fit_stage(model: TransferModel, train_loader: Any, val_loader: Any, optimize
                              stage.head_lr * lr_at(step - 1, total, warmup), time.perf_counter() - start)
         improved = best.offer(model, val_loss, f"{stage.name} epoch {epoch}")
         history.append(result)
+        progress.epoch, progress.step = epoch, step
+        progress.since_best = 0 if improved else progress.since_best + 1
         on_epoch(result, improved)
-        since_best = 0 if improved else since_best + 1
-        if since_best >= stage.patience:
-            break
     best.restore(model)
     return history

@@ -20,14 +20,16 @@ from transferkit import __version__
 from transferkit.backbones import get_backbone
 from transferkit.bundle import CHECKPOINT_FILE, save_bundle, save_checkpoint
 from transferkit.config import TrainConfig
-from transferkit.data import LabelledFiles, Sample, check_trainable, load_labelled, scan_images, stratified_split
+from transferkit.data import LEAK, LabelledFiles, Sample, check_trainable, load_labelled, scan_images, stratified_split
 from transferkit.errors import UserError
 from transferkit.features import extract_features
+from transferkit.images import skip_reason
 from transferkit.inference import Prediction, default_workers, infer_files, top_k
 from transferkit.learner import ImageData, Learner, class_weights
 from transferkit.metrics import Metrics, compute_metrics
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.probe import fit_head
+from transferkit.resume import RESUME_FILE, fingerprint, restore, resume_point, save_resume
 from transferkit.train import Best, EpochResult
 from transferkit.weights import build_network
 
@@ -89,7 +91,9 @@ def score(model: TransferModel, files: LabelledFiles | Path, batch_size: int = 3
     paths = [s.path for s in files.samples]
     probs, kept = infer_files(model, model.preprocessing, paths, batch_size, workers)
     if not kept:
-        raise UserError(f"none of the {len(paths)} images in {files.source} could be read")
+        raise UserError(f"none of the {len(paths)} images in {files.source} could be read ({paths[0]}: "
+                        f"{skip_reason(paths[0])}{', ...' if len(paths) > 1 else ''}): "
+                        f"pass image files (JPEG, PNG, ...)")
     labels = to_model[np.array([files.samples[i].label for i in kept], dtype=np.int64)]
     return Scored([paths[i] for i in kept], labels, probs, _left_out(paths, kept))
 
@@ -125,6 +129,9 @@ def classify(paths: Sequence[Path], backbone: str, top: int = 5, weights: str | 
 
 def _to_predictions(probs: np.ndarray, kept: list[int], paths: Sequence[Path], names: Sequence[str],
                     top: int) -> tuple[list[Prediction], list[Path]]:
+    if paths and not kept:
+        raise UserError(f"none of the {len(paths)} image(s) could be read ({paths[0]}: {skip_reason(Path(paths[0]))}"
+                        f"{', ...' if len(paths) > 1 else ''}): pass image files (JPEG, PNG, ...)")
     rows = top_k(probs, names, top)
     return [Prediction(str(paths[i]), row) for i, row in zip(kept, rows)], _left_out(paths, kept)
 
@@ -157,6 +164,10 @@ def _log_data(log: RunLog, data: ImageData, out: Path) -> None:
         log(f"ignored empty class folder(s): {', '.join(data.train.empty_classes)}")
     if data.skipped:
         log(f"skipped {len(data.skipped)} unreadable file(s); they are listed in {out / 'train.log'}")
+        leaks = sum(LEAK in reason for _, reason in data.skipped)
+        if leaks:
+            log(f"warning: {leaks} of them had the same content as a file in another class ({LEAK}); "
+                f"each was kept once, in the first class")
         for path, reason in data.skipped:
             log(f"  skipped {path}: {reason}", quiet=True)
     log(f"{len(data.classes)} classes, {len(data.train.samples)} training and {len(data.val.samples)} "
@@ -164,10 +175,14 @@ def _log_data(log: RunLog, data: ImageData, out: Path) -> None:
 
 
 def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_path: Path | None = None,
-          log: RunLog | None = None, features: Path | None = None) -> TrainResult:
+          log: RunLog | None = None, resume: bool = False, features: Path | None = None) -> TrainResult:
     """The whole job: data → frozen-base head training → fine-tuning of the top blocks → bundle in `out`.
     With `cfg.strategy == "extract"` the head is trained on cached features instead (in `features`, default
-    `out/features`); with "frozen" stage 2 is skipped."""
+    `out/features`); with "frozen" stage 2 is skipped.
+
+    After every epoch the full training state is saved in `out/resume.safetensors`; `resume=True` continues
+    from it (same options and data required) with the same result as an uninterrupted run. (The extract
+    strategy needs no resuming: its features are cached and its head trains in seconds.)"""
     started = time.perf_counter()
     log = log or RunLog(out / "train.log")
     log(f"=== transferkit {__version__} train {data_path} --out {out}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -188,6 +203,8 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
     log(f"backbone {spec.name}, weights {model.weights_info.source}{depth}")
     checkpoint = out / CHECKPOINT_FILE
     history: list[EpochResult] = []
+    run_fingerprint = fingerprint(cfg, data)
+    state = resume_point(out, run_fingerprint, log) if resume else None
 
     def on_epoch(result: EpochResult, improved: bool) -> None:
         history.append(result)
@@ -195,9 +212,12 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         if improved:
             save_checkpoint(model, checkpoint, {"train_config": cfg.to_json(),
                                                 "history": [h.to_json() for h in history]})
+        save_resume(out / RESUME_FILE, learner, result.stage, history, run_fingerprint)
 
     learner = Learner(model, data, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
                       cfg.class_weights, cfg.seed, on_epoch=on_epoch)
+    if state is not None:
+        history[:] = restore(state, learner)
     test_metrics: Metrics | None = None
 
     def stage_done(name: str) -> Metrics:
@@ -210,11 +230,13 @@ def train(data_path: Path, out: Path, cfg: TrainConfig = TrainConfig(), test_pat
         log(line + f" (best weights: {learner.best.where})")
         return val_metrics
 
-    log(f"stage 1: training the head on the frozen base (up to {cfg.epochs} epochs)")
-    if cfg.probe_epochs > 0:
-        learner.probe(cfg.probe_epochs, 3 * cfg.lr)
-    learner.fit(cfg.epochs, cfg.lr, patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="head")
-    val_metrics = stage_done("stage 1")
+    resumed_stage = state.stage if state is not None else None
+    if resumed_stage != "fine-tune":
+        log(f"stage 1: training the head on the frozen base (up to {cfg.epochs} epochs)")
+        if cfg.probe_epochs > 0 and resumed_stage is None:
+            learner.probe(cfg.probe_epochs, 3 * cfg.lr)
+        learner.fit(cfg.epochs, cfg.lr, patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, name="head")
+        val_metrics = stage_done("stage 1")
     if cfg.strategy == "finetune" and cfg.fine_tune_epochs > 0 and cfg.unfreeze_blocks != 0:
         model.unfreeze_top(cfg.unfreeze_blocks)
         log(f"stage 2: fine-tuning blocks {', '.join(model.trainable_blocks())} (up to {cfg.fine_tune_epochs} epochs)")
@@ -241,6 +263,7 @@ def _save(model: TransferModel, out: Path, cfg: TrainConfig, history: list[Epoch
         **({"features": features} if features is not None else {}),
     }
     save_bundle(model, out, extra)
+    (out / RESUME_FILE).unlink(missing_ok=True)  # the bundle is the result now; nothing is left to resume
     log(f"saved the model to {out} ({time.perf_counter() - started:.0f}s in all)")
 
 
