@@ -8,23 +8,13 @@ arguments writes byte-identical files.
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (the MNIST container format): magic, dims, then raw unsigned bytes."""
-    data = gzip.decompress(path.read_bytes())
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+from transferkit.fashion_mnist import CLASSES, INSTALL_HINT, SOURCE, load_split
 
 
 def write_split(images: np.ndarray, labels: np.ndarray, per_class: int, out: Path, seed: int) -> None:
@@ -46,13 +36,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not SOURCE.is_dir():
-        raise SystemExit(f"{SOURCE} not found: install it with `apt-get install dataset-fashion-mnist`")
-    for split in ("train", "test"):
+        raise SystemExit(f"{SOURCE} not found: {INSTALL_HINT}")
+    for split, per_class in (("train", args.train_per_class), ("test", args.test_per_class)):
         shutil.rmtree(args.out / split, ignore_errors=True)
-    write_split(read_idx(SOURCE / "train-images-idx3-ubyte.gz"), read_idx(SOURCE / "train-labels-idx1-ubyte.gz"),
-                args.train_per_class, args.out / "train", args.seed)
-    write_split(read_idx(SOURCE / "t10k-images-idx3-ubyte.gz"), read_idx(SOURCE / "t10k-labels-idx1-ubyte.gz"),
-                args.test_per_class, args.out / "test", args.seed)
+        write_split(*load_split(split), per_class, args.out / split, args.seed)
     print(f"wrote {args.out}")
 
 
