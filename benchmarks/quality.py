@@ -61,7 +61,7 @@ FROZEN = TrainConfig(fine_tune_epochs=0)
 FINETUNE = TrainConfig(fine_tune_epochs=8, unfreeze_blocks=4, fine_tune_lr=2e-4)
 # (a) from scratch: every block at one rate (no spread), BatchNorm statistics learnt from the data, no early stop.
 SCRATCH_LR = 2e-3
-SCRATCH_IMAGES_SEEN = 12_000  # epochs = this / training images, clamped to [10, 40]: fair yet bounded on a CPU
+SCRATCH_IMAGES_SEEN = 8_000  # epochs = this / training images, clamped to [10, 40]: fair yet bounded on a CPU
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default=TrainConfig().backbone)
-    parser.add_argument("--scratch-epochs", type=int, default=None, help="default: 12,000 images seen, 10-40")
+    parser.add_argument("--scratch-epochs", type=int, default=None, help="default: 8,000 images seen, 10-40 epochs")
     parser.add_argument("--exact-eval", action="store_true",
                         help="score frozen-base models with a full pass of `evaluate` (default on a GPU)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"PNG cache (default {DEFAULT_WORK})")
