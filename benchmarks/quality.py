@@ -49,6 +49,7 @@ from transferkit.inference import infer_files, pick_device
 from transferkit.learner import Learner
 from transferkit.metrics import Metrics, compute_metrics
 from transferkit.model import TransferModel
+from transferkit.train import EpochResult
 from transferkit.workflow import RunLog, evaluate, load_images, train
 
 STRATEGIES = ("scratch", "probe", "frozen", "finetune", "defaults")
@@ -61,7 +62,7 @@ FROZEN = TrainConfig(fine_tune_epochs=0)
 FINETUNE = TrainConfig(fine_tune_epochs=8, unfreeze_blocks=4, fine_tune_lr=2e-4)
 # (a) from scratch: every block at one rate (no spread), BatchNorm statistics learnt from the data, no early stop.
 SCRATCH_LR = 2e-3
-SCRATCH_IMAGES_SEEN = 12_000  # epochs = this / training images, clamped to [10, 40]: fair yet bounded on a CPU
+SCRATCH_IMAGES_SEEN = 8_000  # epochs = this / training images, clamped to [10, 40]: fair yet bounded on a CPU
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,11 @@ def linear_probe(train_csv: Path, test: TestSet, seed: int, backbone: str) -> Ou
     return metrics, seconds, time.perf_counter() - start, f"C={best_c}"
 
 
+def log_epoch(r: EpochResult, improved: bool) -> None:
+    print(f"  {r.stage} epoch {r.epoch}: train loss {r.train_loss:.4f} acc {r.train_accuracy:.3f} | val loss "
+          f"{r.val_loss:.4f} acc {r.val_accuracy:.3f} | {r.seconds:.0f}s{'  *best' if improved else ''}", flush=True)
+
+
 def scratch_epochs(train_images: int) -> int:
     return int(np.clip(SCRATCH_IMAGES_SEEN // max(1, train_images), 10, 40))
 
@@ -169,7 +175,7 @@ def from_scratch(train_csv: Path, test: TestSet, seed: int, backbone: str, epoch
     model.train_bn = True
     model.unfreeze_top(None)
     epochs = epochs or scratch_epochs(len(data.train.samples))
-    learner = Learner(model, data, batch_size=16, seed=seed)
+    learner = Learner(model, data, batch_size=16, seed=seed, on_epoch=log_epoch)
     learner.fit(epochs, SCRATCH_LR, base_lr=SCRATCH_LR, lr_spread=1.0, patience=epochs, name="scratch")
     seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -276,7 +282,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default=TrainConfig().backbone)
-    parser.add_argument("--scratch-epochs", type=int, default=None, help="default: 12,000 images seen, 10-40")
+    parser.add_argument("--scratch-epochs", type=int, default=None, help="default: 8,000 images seen, 10-40 epochs")
     parser.add_argument("--exact-eval", action="store_true",
                         help="score frozen-base models with a full pass of `evaluate` (default on a GPU)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"PNG cache (default {DEFAULT_WORK})")

@@ -387,8 +387,9 @@ CASES: list[Case] = [
     _file("broken-symlink", _broken_symlink, Expect(SKIPPED, "broken symlink")),
     _file("fifo", _fifo, Expect(SKIPPED, "not a regular file")),
     _file("unreadable", _unreadable, Expect(SKIPPED, "permission denied"), unprivileged=True),
-    _file("leak-between-classes", _leak, Expect(USED), train=_LEAK_IN_TRAINING),
-    _file("duplicate-in-class", _duplicate, Expect(USED), train=_DUPLICATE_IN_TRAINING),
+    _file("leak-between-classes", _leak, Expect(USED), train=_LEAK_IN_TRAINING, extract=_LEAK_IN_TRAINING),
+    _file("duplicate-in-class", _duplicate, Expect(USED), train=_DUPLICATE_IN_TRAINING,
+          extract=_DUPLICATE_IN_TRAINING),
     # odd but valid images: used
     _file("16-bit-png", _sixteen_bit, Expect(USED)),
     _file("cmyk-jpeg", lambda d: _save(_photo().convert("CMYK"), d / "print.jpg"), Expect(USED)),

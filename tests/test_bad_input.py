@@ -56,6 +56,8 @@ COMMANDS: dict[str, Command] = {
                         frozenset({"images", "labelled", "bundle", "evaluates"})),
     "predict": Command(lambda i: ["predict", str(i.run), str(i.data)], frozenset({"images", "bundle", "--top"})),
     "classify": Command(lambda i: ["classify", str(i.data)], frozenset({"images", "--top", "--backbone", "--weights"})),
+    "extract": Command(lambda i: ["extract", str(i.data), "--out", str(i.out)],
+                       frozenset({"images", "labelled", "--backbone", "--weights", "--layer"})),
 }
 
 

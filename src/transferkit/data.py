@@ -27,6 +27,7 @@ from transferkit.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_imag
 
 __all__ = [
     "LEAK",
+    "repeated_files",
     "ImageDataset",
     "LabelledFiles",
     "Sample",
@@ -315,6 +316,11 @@ def _duplicate_reasons(files: LabelledFiles) -> dict[int, str]:
 
 
 LEAK = "a leak between classes"
+
+
+def repeated_files(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
+    """Why to leave out a sample: its path listed before, or its content (sha256 in `digests`) seen before."""
+    return _copy_reasons(files, digests) | _duplicate_reasons(files)
 
 
 def _copy_reasons(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:

@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from transferkit import __version__
-from transferkit.atomic import atomic_write_text, atomic_writer
-from transferkit.data import LabelledFiles
+from transferkit.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
+from transferkit.data import LabelledFiles, repeated_files
 from transferkit.engine import Engine, make_engine, module_sha256
 from transferkit.errors import UserError
-from transferkit.images import BadImage, load_image
+from transferkit.images import BadImage, file_problem, load_image, os_error_reason
 from transferkit.inference import default_workers
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
@@ -79,6 +79,7 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
                      engine: str = "auto", log: Callable[[str], None] = print) -> FeatureSet:
     """Bring the cache in `folder` up to date with `files` and return it (see the module docstring)."""
     started = time.perf_counter()
+    remove_stale_temporaries(folder)  # left by a run that was killed while writing
     key = cache_key(model, views, augmentation, seed)
     old, why = _load_checked(folder)
     if old is not None and old.key != key:
@@ -90,11 +91,16 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
     hashes: list[str | None] = []
     unreadable: dict[int, str] = {}
     for i, sample in enumerate(tqdm(files.samples, desc="hashing files", unit="file", leave=False, disable=None)):
+        hashes.append(None)
+        problem = file_problem(sample.path)  # before opening: a FIFO would block a read forever
         try:
-            hashes.append(sha256_file(sample.path))
+            hashes[i] = None if problem else sha256_file(sample.path)
         except OSError as exc:
-            hashes.append(None)
-            unreadable[i] = f"cannot be read ({exc.strerror or exc})"
+            problem = os_error_reason(exc)
+        if problem:
+            unreadable[i] = problem
+    repeats = repeated_files(files, {i: h for i, h in enumerate(hashes) if h is not None})
+    unreadable |= repeats
     old_rows = {h: r for r, h in enumerate(old.stats["hashes"])} if old is not None else {}
     old_bad = dict(old.stats["bad_hashes"]) if old is not None else {}
     for i, h in enumerate(hashes):
@@ -150,7 +156,8 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
                            (("features.npy", feat_tmp), ("labels.npy", labels_tmp), ("views.npy", views_tmp))
                            if tmp is not None},
                 "files": [{"path": str(files.samples[i].path), "sha256": hashes[i]} for i in rows],
-                "bad": [{"path": str(files.samples[i].path), "sha256": hashes[i], "reason": reason}
+                "bad": [{"path": str(files.samples[i].path), "reason": reason,
+                         "sha256": None if i in repeats else hashes[i]}  # a copy's content is not bad
                         for i, reason in sorted(unreadable.items())],
             }
     if not views:

@@ -81,7 +81,7 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise BadImage(path, "not an image (cannot identify format)") from exc
     except OSError as exc:
-        raise BadImage(path, _os_error_reason(exc)) from exc
+        raise BadImage(path, os_error_reason(exc)) from exc
     except (ValueError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
         raise BadImage(path, f"corrupt image data ({type(exc).__name__}: {exc})") from exc
 
@@ -95,6 +95,16 @@ def skip_reason(path: Path) -> str:
     return "could not be read during the run"
 
 
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as a file at all (missing, a folder, a pipe, empty), else None. Cheap: no
+    decoding, and never blocks (a FIFO is not opened)."""
+    try:
+        _check_regular_file(path)
+    except BadImage as exc:
+        return exc.reason
+    return None
+
+
 def _check_regular_file(path: Path) -> None:
     """Reject what `Image.open` would choke on (or hang on: a FIFO) with a reason a person understands."""
     try:
@@ -104,7 +114,7 @@ def _check_regular_file(path: Path) -> None:
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and os.path.islink(path):
             raise BadImage(path, "broken symlink (its target does not exist)") from exc
-        raise BadImage(path, _os_error_reason(exc)) from exc
+        raise BadImage(path, os_error_reason(exc)) from exc
     if stat.S_ISDIR(info.st_mode):
         raise BadImage(path, "is a directory, not an image file")
     if not stat.S_ISREG(info.st_mode):
@@ -130,7 +140,7 @@ def _too_large_reason(pillow_message: str) -> str:
     return f"too large: {found.group(1)} pixels exceeds the {limit}-pixel safety limit"
 
 
-def _os_error_reason(exc: OSError) -> str:
+def os_error_reason(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, PermissionError):
