@@ -236,12 +236,12 @@ def _extract(args: argparse.Namespace) -> None:
     model = TransferModel.from_pretrained(args.backbone, list(files.classes), weights=args.weights, layer=args.layer)
     cache = extract_features(files, model, args.out, args.views, seed=args.seed, engine=args.engine)
     s = cache.stats
-    for path, reason in cache.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
     if not cache.paths:
         path, reason = cache.skipped[0]
         raise UserError(f"none of the {len(files.samples)} images in {args.data} could be read ({path}: {reason}"
                         f"{', ...' if len(cache.skipped) > 1 else ''}): pass image files (JPEG, PNG, ...)")
+    for path, reason in cache.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     rate = f", {s['images_per_second']:.1f} images/s" if s["computed"] else ""
     print(f"{len(cache.paths)} feature vectors of size {cache.features.shape[1]} in {args.out}: {s['computed']} "
           f"computed, {s['reused']} reused, {s['removed']} dropped, {len(cache.skipped)} unreadable "
