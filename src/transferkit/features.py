@@ -14,6 +14,7 @@ memory-mapped file, so memory stays flat however large the data set is.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -33,7 +34,6 @@ from transferkit.data import LabelledFiles, repeated_files
 from transferkit.engine import Engine, make_engine, module_sha256
 from transferkit.errors import UserError
 from transferkit.images import BadImage, file_problem, load_image, os_error_reason
-from transferkit.inference import default_workers
 from transferkit.model import TransferModel
 from transferkit.preprocess import Augmentation, eval_transform, train_transform
 from transferkit.weights import sha256_file
@@ -265,6 +265,13 @@ def _compact(path: Path, keep: list[int]) -> None:
     del source
 
 
+def extract_workers() -> int:
+    """Decoding processes beside the engine, which uses every core: decoding, resizing and cropping cost about a
+    quarter of what the engine spends per image, so a quarter of the cores (at least one) keeps it fed without
+    taking cores from it (on 2 cores, 1 worker measured faster than 2: benchmarks/RESULTS.md)."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
 class _Views(Dataset):
     """Row r's image as the eval crop followed by `views` augmented crops. Each augmented crop is seeded from the
     file's content hash, so a cached view is the same whichever run or worker computed it."""
@@ -309,7 +316,7 @@ def _compute(runner: Engine, paths: list[Path], rows: list[int], model: Transfer
     """Features of `paths` into `feats[rows]` (and views); decoding overlaps the engine in worker processes.
     Returns images per second and the rows whose file failed to decode, with the reason."""
     k = views.shape[1] if views is not None else 0
-    workers = default_workers() if workers is None else workers
+    workers = extract_workers() if workers is None else workers
     per_batch = max(1, runner.batch_size // (k + 1))
     dataset = _Views(paths, rows, hashes, model, k, augmentation, seed)
     loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=_collate,
