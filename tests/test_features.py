@@ -121,6 +121,10 @@ def test_unreadable_files_are_listed_and_not_retried(data: Path, tmp_path: Path,
     assert [p.name for p, _ in cache.skipped] == ["broken.jpg"] and len(cache.paths) == 9
     again = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
     assert again.stats["computed"] == 0 and [p.name for p, _ in again.skipped] == ["broken.jpg"]
+    (data / "coffee" / "empty.png").write_bytes(b"")  # a new bad file alone still updates the cache's list
+    third = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
+    assert third.stats["computed"] == 0 and sorted(p.name for p, _ in third.skipped) == ["broken.jpg", "empty.png"]
+    assert load_features(tmp_path / "f").skipped == third.skipped
 
 
 def test_augmented_views_are_cached_once_and_reproducible(data: Path, tmp_path: Path,

@@ -110,7 +110,8 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
     todo = [r for r, i in enumerate(rows) if hashes[i] not in old_rows]
     same = old is not None and not todo and [hashes[i] for i in rows] == old.stats["hashes"] \
         and [files.samples[i].path for i in rows] == list(old.paths) and old.classes == files.classes \
-        and [files.samples[i].label for i in rows] == old.labels.tolist()
+        and [files.samples[i].label for i in rows] == old.labels.tolist() \
+        and sorted(str(files.samples[i].path) for i in unreadable) == sorted(str(p) for p, _ in old.skipped)
     if same:
         assert old is not None
         return _with_stats(old, reused=len(rows), computed=0, removed=0, engine="none (all cached)",
