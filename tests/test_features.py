@@ -59,20 +59,23 @@ def test_second_run_reuses_every_feature_and_matches_pytorch(data: Path, tmp_pat
 def test_changed_added_and_deleted_files_are_all_that_is_recomputed(data: Path, tmp_path: Path,
                                                                     lite0: TransferModel) -> None:
     before = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
+    old_rows = {p: i for i, p in enumerate(before.paths)}
     changed = data / "cat" / "00.jpg"
     Image.open(changed).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(changed)
     (data / "coffee" / "01.png").unlink()
-    shutil.copy(data / "astronaut" / "00.jpg", data / "astronaut" / "copy.jpg")  # same content: reused
+    moved = data / "astronaut" / "moved.jpg"
+    (data / "astronaut" / "00.jpg").rename(moved)  # same content under a new name: reused
+    shutil.copy(data / "astronaut" / "01.png", data / "astronaut" / "copy.png")  # a duplicate: skipped, as in train
     Image.new("RGB", (120, 90), (200, 30, 30)).save(data / "astronaut" / "new.png")
 
     after = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
     assert (after.stats["computed"], after.stats["removed"]) == (2, 2)  # changed + new; deleted + old content
-    assert after.stats["reused"] == 8 - 1 + 1
-    rows = {p.name if p.parent.name != "cat" else "cat/" + p.name: i for i, p in enumerate(after.paths)}
-    old_rows = {p: i for i, p in enumerate(before.paths)}
-    assert data / "coffee" / "01.png" not in after.paths
-    assert not np.allclose(after.features[rows["cat/00.jpg"]], before.features[old_rows[changed]], atol=1e-3)
-    np.testing.assert_array_equal(after.features[rows["copy.jpg"]],
+    assert after.stats["reused"] == 9 - 2 and len(after.paths) == 9
+    assert [(p.name, "duplicate" in reason) for p, reason in after.skipped] == [("copy.png", True)]
+    rows = {p: i for i, p in enumerate(after.paths)}
+    assert data / "coffee" / "01.png" not in rows
+    assert not np.allclose(after.features[rows[changed]], before.features[old_rows[changed]], atol=1e-3)
+    np.testing.assert_array_equal(after.features[rows[moved]],
                                   before.features[old_rows[data / "astronaut" / "00.jpg"]])
     fresh, _ = infer_files(lite0.base, lite0.preprocessing, list(after.paths), softmax=False)
     assert np.abs(after.features - fresh).max() < PARITY_TOLERANCE
