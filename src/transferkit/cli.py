@@ -24,7 +24,7 @@ from transferkit.data import LabelledFiles, check_trainable, load_labelled
 from transferkit.engine import ENGINES
 from transferkit.errors import UserError
 from transferkit.features import extract_features
-from transferkit.images import skip_reason
+from transferkit.images import none_readable, skip_reason
 from transferkit.inference import Prediction, expand_image_paths
 from transferkit.metrics import format_metrics
 from transferkit.model import TransferModel
@@ -237,9 +237,7 @@ def _extract(args: argparse.Namespace) -> None:
     cache = extract_features(files, model, args.out, args.views, seed=args.seed, engine=args.engine)
     s = cache.stats
     if not cache.paths:
-        path, reason = cache.skipped[0]
-        raise UserError(f"none of the {len(files.samples)} images in {args.data} could be read ({path}: {reason}"
-                        f"{', ...' if len(cache.skipped) > 1 else ''}): pass image files (JPEG, PNG, ...)")
+        raise none_readable(len(files.samples), f"images in {args.data}", *cache.skipped[0])
     for path, reason in cache.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     rate = f", {s['images_per_second']:.1f} images/s" if s["computed"] else ""

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "BadImage", "is_ignored", "load_image", "skip_reason"]
+from transferkit.errors import UserError
+
+__all__ = ["IMAGE_EXTENSIONS", "BadImage", "file_problem", "is_ignored", "load_image", "none_readable",
+           "os_error_reason", "skip_reason"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -93,6 +96,13 @@ def skip_reason(path: Path) -> str:
     except BadImage as exc:
         return exc.reason
     return "could not be read during the run"
+
+
+def none_readable(count: int, what: str, first: Path, reason: str) -> UserError:
+    """The error for a job none of whose `count` files decoded: it names the first one and why."""
+    more = ", ..." if count > 1 else ""
+    return UserError(f"none of the {count} {what} could be read ({first}: {reason}{more}): "
+                     f"pass image files (JPEG, PNG, ...)")
 
 
 def file_problem(path: Path) -> str | None:

@@ -23,7 +23,7 @@ from transferkit.config import TrainConfig
 from transferkit.data import LEAK, LabelledFiles, Sample, check_trainable, load_labelled, scan_images, stratified_split
 from transferkit.errors import UserError
 from transferkit.features import extract_features
-from transferkit.images import skip_reason
+from transferkit.images import none_readable, skip_reason
 from transferkit.inference import Prediction, default_workers, infer_files, top_k
 from transferkit.learner import ImageData, Learner, class_weights
 from transferkit.metrics import Metrics, compute_metrics
@@ -91,9 +91,7 @@ def score(model: TransferModel, files: LabelledFiles | Path, batch_size: int = 3
     paths = [s.path for s in files.samples]
     probs, kept = infer_files(model, model.preprocessing, paths, batch_size, workers)
     if not kept:
-        raise UserError(f"none of the {len(paths)} images in {files.source} could be read ({paths[0]}: "
-                        f"{skip_reason(paths[0])}{', ...' if len(paths) > 1 else ''}): "
-                        f"pass image files (JPEG, PNG, ...)")
+        raise none_readable(len(paths), f"images in {files.source}", paths[0], skip_reason(paths[0]))
     labels = to_model[np.array([files.samples[i].label for i in kept], dtype=np.int64)]
     return Scored([paths[i] for i in kept], labels, probs, _left_out(paths, kept))
 
@@ -130,8 +128,7 @@ def classify(paths: Sequence[Path], backbone: str, top: int = 5, weights: str | 
 def _to_predictions(probs: np.ndarray, kept: list[int], paths: Sequence[Path], names: Sequence[str],
                     top: int) -> tuple[list[Prediction], list[Path]]:
     if paths and not kept:
-        raise UserError(f"none of the {len(paths)} image(s) could be read ({paths[0]}: {skip_reason(Path(paths[0]))}"
-                        f"{', ...' if len(paths) > 1 else ''}): pass image files (JPEG, PNG, ...)")
+        raise none_readable(len(paths), "image(s)", Path(paths[0]), skip_reason(Path(paths[0])))
     rows = top_k(probs, names, top)
     return [Prediction(str(paths[i]), row) for i, row in zip(kept, rows)], _left_out(paths, kept)
 
