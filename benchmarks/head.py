@@ -30,10 +30,11 @@ from transferkit.cpu import keep_freed_memory  # noqa: E402
 from transferkit.data import LabelledFiles, Sample  # noqa: E402
 from transferkit.fashion_mnist import CLASSES  # noqa: E402
 from transferkit.features import extract_features  # noqa: E402
-from transferkit.inference import make_loader, micro_batch_size  # noqa: E402
+from transferkit.inference import default_workers, micro_batch_size  # noqa: E402
 from transferkit.model import HeadConfig, TransferModel  # noqa: E402
 from transferkit.preprocess import eval_transform  # noqa: E402
 from transferkit.probe import fit_head  # noqa: E402
+from transferkit.sampling import make_train_loader  # noqa: E402
 from transferkit.train import lr_at  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def base_every_epoch(model: TransferModel, head: nn.Module, files: LabelledFiles
                      batch_size: int, seed: int) -> None:
     """The head trained while the frozen base recomputes every image's features every epoch."""
     p = model.preprocessing
-    loader = make_loader(files.samples, eval_transform(p), p.resize_size, batch_size, None, shuffle=True, seed=seed)
+    loader, _ = make_train_loader(files.samples, eval_transform(p), p.resize_size, batch_size, default_workers(), seed)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     steps_per_epoch = len(loader)

@@ -42,13 +42,13 @@ def default_workers() -> int:
 
 
 def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
-                batch_size: int, workers: int | None, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """Decoding and transforms run in `workers` processes (None: `default_workers()`, 0: in this process)."""
+                batch_size: int, workers: int | None) -> DataLoader:
+    """Samples in order; decoding and transforms run in `workers` processes (None: `default_workers()`, 0: in
+    this process). Shuffled training batches come from `sampling.make_train_loader`."""
     workers = default_workers() if workers is None else workers
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, shuffle=shuffle,
-                      num_workers=workers, collate_fn=collate_skip_bad, generator=generator,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, num_workers=workers,
+                      collate_fn=collate_skip_bad, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available())
 
 
 def expand_image_paths(inputs: Sequence[Path]) -> list[Path]:
