@@ -48,6 +48,7 @@ def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], to
     workers = default_workers() if workers is None else workers
     return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, num_workers=workers,
                       collate_fn=collate_skip_bad, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0),  # else each pass draws from the global stream
                       pin_memory=torch.cuda.is_available())
 
 
