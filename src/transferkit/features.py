@@ -164,7 +164,7 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
     if not views:
         (folder / "views.npy").unlink(missing_ok=True)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-    fresh, why = _load_checked(folder)
+    fresh, why = _load_checked(folder, verify=False)  # `_describe` hashed the arrays a moment ago
     if fresh is None:
         raise RuntimeError(f"the feature cache just written to {folder} fails its own check: {why}")
     removed = len(old_rows) - len({hashes[i] for i in rows if hashes[i] in old_rows}) if old is not None else 0
@@ -186,8 +186,9 @@ def _describe(path: Path) -> dict[str, Any]:
     return {"shape": list(array.shape), "sha256": sha256_file(path)}
 
 
-def _load_checked(folder: Path) -> tuple[FeatureSet | None, str]:
-    """The cache in `folder` if every file is there and matches the manifest's hashes, else None and why."""
+def _load_checked(folder: Path, verify: bool = True) -> tuple[FeatureSet | None, str]:
+    """The cache in `folder` if every file is there and matches the manifest's hashes, else None and why.
+    `verify=False` skips re-hashing the arrays (for a cache this process has just written and hashed)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -206,7 +207,7 @@ def _load_checked(folder: Path) -> tuple[FeatureSet | None, str]:
             path = folder / name
             if not path.is_file():
                 return None, f"{name} is missing"
-            if sha256_file(path) != expected["sha256"]:
+            if verify and sha256_file(path) != expected["sha256"]:
                 return None, f"{name} does not match its checksum (truncated or corrupted)"
             arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
             if list(arrays[name].shape) != expected["shape"]:
