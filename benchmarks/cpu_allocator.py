@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from transferkit.cpu import keep_freed_memory
+from transferkit.cli.allocator import keep_freed_memory
 from transferkit.model import TransferModel
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -24,11 +25,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from transferkit.config import TrainConfig
-from transferkit.data import LabelledFiles, load_labelled
-from transferkit.inference import infer_files
+from transferkit.data.files import EXAMPLE_DATA, LabelledFiles, load_labelled
+from transferkit.data.split import load_images
+from transferkit.evaluation.predict import evaluate, infer_files
 from transferkit.model import TransferModel
-from transferkit.workflow import EXAMPLE_DATA, RunLog, evaluate, load_images, train
+from transferkit.training.config import TrainConfig
+from transferkit.training.strategies import train
 
 
 def pooled_features(model: TransferModel, files: LabelledFiles) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # training's log lines on the console
     torch.manual_seed(args.seed)
     cfg = TrainConfig(seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,9 +82,9 @@ def main() -> None:
             args.test = large_test_set(Path(tmp) / "fm", args.test_per_class) if has_debian else EXAMPLE_DATA / "test"
         baseline = logreg_baseline(args.data, args.test, args.seed, cfg.backbone)
         start = time.perf_counter()
-        result = train(args.data, Path(tmp) / "run", cfg, None, RunLog(None))
+        result = train(args.data, Path(tmp) / "run", cfg)
         seconds = time.perf_counter() - start
-        test_metrics, _ = evaluate(result.model, args.test)
+        test_metrics = evaluate(result.model, args.test).metrics
     ours = {"test_accuracy": test_metrics.accuracy, "val_accuracy": result.val_metrics.accuracy,
             "seconds": seconds}
     print(f"\n{'method':<40} {'test acc':>8} {'val acc':>8} {'seconds':>8}")

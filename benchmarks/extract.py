@@ -28,15 +28,16 @@ from PIL import Image
 from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fashion_mnist import CLASSES  # noqa: E402
 from jpeg_data import write_jpegs  # noqa: E402
 
-from transferkit.data import LabelledFiles, Sample  # noqa: E402
-from transferkit.engine import make_engine  # noqa: E402
-from transferkit.fashion_mnist import CLASSES  # noqa: E402
-from transferkit.features import extract_features  # noqa: E402
-from transferkit.images import load_image  # noqa: E402
+from transferkit.data.files import LabelledFiles, Sample  # noqa: E402
+from transferkit.data.images import load_image  # noqa: E402
+from transferkit.data.preprocess import eval_transform  # noqa: E402
+from transferkit.features.engine import make_engine  # noqa: E402
+from transferkit.features.extract import extract_features  # noqa: E402
 from transferkit.model import TransferModel  # noqa: E402
-from transferkit.preprocess import eval_transform  # noqa: E402
+from transferkit.runtime import Runtime  # noqa: E402
 
 
 def labelled(paths: list[Path], root: Path) -> LabelledFiles:
@@ -60,7 +61,7 @@ def naive(model: TransferModel, paths: list[Path]) -> float:
 def engine_alone(model: TransferModel, paths: list[Path]) -> tuple[float, str, float]:
     """Images/s of the engine on tensors decoded beforehand; also its note and the one-time set-up seconds."""
     started = time.perf_counter()
-    engine = make_engine(model.base, model.preprocessing)
+    engine = make_engine(model.base, model.preprocessing, Runtime.detect())
     setup = time.perf_counter() - started
     transform = eval_transform(model.preprocessing, normalise=False)  # what the decoding workers hand over
     images = torch.stack([transform(load_image(path)) for path in paths])
@@ -74,9 +75,9 @@ def engine_alone(model: TransferModel, paths: list[Path]) -> tuple[float, str, f
 def end_to_end(model: TransferModel, files: LabelledFiles, folder: Path) -> float:
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
-    cache = extract_features(files, model, folder, log=lambda message: None)
+    cache = extract_features(files, model.backbone, folder)
     seconds = time.perf_counter() - started
-    assert cache.stats["computed"] == len(files.samples), cache.stats
+    assert cache.stats.computed == len(files.samples), cache.stats
     return len(files.samples) / seconds
 
 

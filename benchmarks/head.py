@@ -2,7 +2,8 @@
 
 Same data (Fashion-MNIST JPEGs, 256 px, see jpeg_data.py), same head (Lite0's pooled features → linear), same
 optimizer (AdamW, warmup + cosine), same batch size and epochs, no augmentation in either:
-  cached:   `transferkit.probe.fit_head` on features read from a feature cache made beforehand;
+  cached:   the training loop (`transferkit.training.loop.fit`) on features read from a feature cache made
+            beforehand;
   baseline: every epoch decodes the images and runs the frozen base (PyTorch, decoding in worker processes),
             then the same head step on the batch.
 Both heads are scored on the same test images. Prints `speedup` = baseline / cached training time (the cache
@@ -24,18 +25,19 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fashion_mnist import CLASSES  # noqa: E402
 from jpeg_data import write_jpegs  # noqa: E402
 
-from transferkit.cpu import keep_freed_memory  # noqa: E402
-from transferkit.data import LabelledFiles, Sample  # noqa: E402
-from transferkit.fashion_mnist import CLASSES  # noqa: E402
-from transferkit.features import extract_features  # noqa: E402
-from transferkit.inference import default_workers, micro_batch_size  # noqa: E402
+from transferkit.cli.allocator import keep_freed_memory  # noqa: E402
+from transferkit.data.files import LabelledFiles, Sample  # noqa: E402
+from transferkit.data.loaders import make_train_loader  # noqa: E402
+from transferkit.data.preprocess import eval_transform  # noqa: E402
+from transferkit.features.extract import extract_features  # noqa: E402
 from transferkit.model import HeadConfig, TransferModel  # noqa: E402
-from transferkit.preprocess import eval_transform  # noqa: E402
-from transferkit.probe import fit_head  # noqa: E402
-from transferkit.sampling import make_train_loader  # noqa: E402
-from transferkit.train import lr_at  # noqa: E402
+from transferkit.runtime import Runtime, default_workers  # noqa: E402
+from transferkit.training.features import FeatureBatches, head_optimizer  # noqa: E402
+from transferkit.training.loop import Best, LoopState, Stage, fit  # noqa: E402
+from transferkit.training.schedule import lr_at  # noqa: E402
 
 
 def labelled(paths: list[Path], root: Path) -> LabelledFiles:
@@ -56,7 +58,7 @@ def base_every_epoch(model: TransferModel, head: nn.Module, files: LabelledFiles
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     steps_per_epoch = len(loader)
     base = model.base.eval().to(memory_format=torch.channels_last)
-    micro = micro_batch_size(torch.device("cpu"), batch_size)
+    micro = Runtime(torch.device("cpu")).micro_batch_size(batch_size)
     step = 0
     for _ in range(epochs):
         for images, labels in loader:
@@ -94,19 +96,22 @@ def main() -> None:
     model = TransferModel.from_pretrained("efficientnet_lite0", list(CLASSES), HeadConfig(dropout=0.0))
 
     started = time.perf_counter()
-    train_cache = extract_features(train_files, model, args.work / "features-train", log=lambda m: None)
+    train_cache = extract_features(train_files, model.backbone, args.work / "features-train")
     extraction = time.perf_counter() - started
-    test_cache = extract_features(test_files, model, args.work / "features-test", log=lambda m: None)
+    test_cache = extract_features(test_files, model.backbone, args.work / "features-test")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     cached_head = fresh_head(model, args.seed)
     started = time.perf_counter()
     features = torch.from_numpy(np.array(train_cache.features))  # reading the cache is part of the cached time
     labels = torch.from_numpy(np.array(train_cache.labels))
-    fit_head(cached_head, features, labels, loss_fn, args.epochs, args.lr, args.batch_size, 0.01, args.seed)
+    batches = FeatureBatches(features, labels, args.batch_size, args.seed)
+    stage = Stage("head", args.epochs, batches, lambda: (0.0, 0.0), head_optimizer(cached_head, args.lr, 0.01),
+                  {"head": args.lr}, micro_batch=args.batch_size)
+    fit(cached_head, stage, loss_fn, Runtime.detect(), Best(), LoopState())
     cached = time.perf_counter() - started
     print(f"cached features: {args.epochs} epochs in {cached:.3f}s (one-time extraction of {args.train} images: "
-          f"{extraction:.1f}s, {train_cache.stats['engine']})", flush=True)
+          f"{extraction:.1f}s, {train_cache.stats.engine})", flush=True)
 
     baseline_head = fresh_head(model, args.seed)
     started = time.perf_counter()

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fashion_mnist import CLASSES, load_split
 from PIL import Image
-
-from transferkit.fashion_mnist import CLASSES, load_split
 
 
 def write_jpegs(root: Path, count: int, size: int = 256, split: str = "train", offset: int = 0) -> list[Path]:

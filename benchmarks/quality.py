@@ -28,6 +28,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import platform
 import shutil
 import tempfile
@@ -38,19 +39,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fashion_mnist import CLASSES, load_split, sample_per_class, write_pngs
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from transferkit.atomic import atomic_write_text
-from transferkit.config import TrainConfig
-from transferkit.data import LabelledFiles, load_labelled
-from transferkit.fashion_mnist import CLASSES, load_split, sample_per_class, write_pngs
-from transferkit.inference import infer_files, pick_device
-from transferkit.learner import Learner
-from transferkit.metrics import Metrics, compute_metrics
+from transferkit.data.files import LabelledFiles, load_labelled
+from transferkit.data.split import load_images
+from transferkit.evaluation.metrics import Metrics, compute_metrics
+from transferkit.evaluation.predict import evaluate, infer_files
+from transferkit.io.atomic import atomic_write_text
 from transferkit.model import TransferModel
-from transferkit.train import EpochResult
-from transferkit.workflow import RunLog, evaluate, load_images, train
+from transferkit.runtime import Runtime
+from transferkit.training.callbacks import EpochLog
+from transferkit.training.config import TrainConfig
+from transferkit.training.learner import Learner
+from transferkit.training.strategies import train
 
 STRATEGIES = ("scratch", "probe", "frozen", "finetune", "defaults")
 TRANSFER = ("probe", "frozen", "finetune", "defaults")
@@ -156,11 +159,6 @@ def linear_probe(train_csv: Path, test: TestSet, seed: int, backbone: str) -> Ou
     return metrics, seconds, time.perf_counter() - start, f"C={best_c}"
 
 
-def log_epoch(r: EpochResult, improved: bool) -> None:
-    print(f"  {r.stage} epoch {r.epoch}: train loss {r.train_loss:.4f} acc {r.train_accuracy:.3f} | val loss "
-          f"{r.val_loss:.4f} acc {r.val_accuracy:.3f} | {r.seconds:.0f}s{'  *best' if improved else ''}", flush=True)
-
-
 def scratch_epochs(train_images: int) -> int:
     return int(np.clip(SCRATCH_IMAGES_SEEN // max(1, train_images), 10, 40))
 
@@ -175,11 +173,11 @@ def from_scratch(train_csv: Path, test: TestSet, seed: int, backbone: str, epoch
     model.train_bn = True
     model.unfreeze_top(None)
     epochs = epochs or scratch_epochs(len(data.train.samples))
-    learner = Learner(model, data, batch_size=16, seed=seed, on_epoch=log_epoch)
+    learner = Learner(model, data, batch_size=16, seed=seed, callbacks=[EpochLog()])
     learner.fit(epochs, SCRATCH_LR, base_lr=SCRATCH_LR, lr_spread=1.0, patience=epochs, name="scratch")
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics, _ = evaluate(model, test.files)
+    metrics = evaluate(model, test.files).metrics
     note = f"{epochs} epochs, lr {SCRATCH_LR:g}, best at {learner.best.where}"
     return metrics, seconds, time.perf_counter() - start, note
 
@@ -190,7 +188,7 @@ def with_config(cfg: TrainConfig, frozen_base: bool) -> Callable[[Path, TestSet,
 
     def run(train_csv: Path, test: TestSet, seed: int, out: Path, exact_eval: bool) -> Outcome:
         start = time.perf_counter()
-        result = train(train_csv, out, replace(cfg, seed=seed), None, RunLog(out / "train.log"))
+        result = train(train_csv, out, replace(cfg, seed=seed))
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         best = min(result.history, key=lambda r: r.val_loss)
@@ -204,7 +202,7 @@ def with_config(cfg: TrainConfig, frozen_base: bool) -> Callable[[Path, TestSet,
             probs = logits.float().softmax(dim=1).cpu().numpy()
             metrics = compute_metrics(test.labels, probs, model.class_names)
         else:
-            metrics, _ = evaluate(result.model, test.files)
+            metrics = evaluate(result.model, test.files).metrics
         return metrics, seconds, time.perf_counter() - start, note
 
     return run
@@ -287,13 +285,14 @@ def main() -> None:
                         help="score frozen-base models with a full pass of `evaluate` (default on a GPU)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"PNG cache (default {DEFAULT_WORK})")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # training's log lines on the console
     sizes = parse_sizes(args.sizes or ("10,100" if args.quick else "10,100,1000,full"))
     test_sample = args.test_sample if args.test_sample is not None else (2000 if args.quick else 0)
     strategies = [s.strip() for s in args.strategies.split(",")]
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"unknown strategies {', '.join(unknown)}: choose from {', '.join(STRATEGIES)}")
-    args.exact_eval = args.exact_eval or pick_device().type == "cuda"
+    args.exact_eval = args.exact_eval or Runtime.detect().device.type == "cuda"
     if test_sample % len(CLASSES):
         parser.error(f"--test-sample must be a multiple of {len(CLASSES)}, got {test_sample}")
 
@@ -320,7 +319,8 @@ def main() -> None:
     checks = targets(cells)
     print("\n".join(checks))
     print(json.dumps({"benchmark": "quality", "date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
-                      or platform.machine(), "device": str(pick_device()), "torch_threads": torch.get_num_threads(),
+                      or platform.machine(), "device": str(Runtime.detect().device),
+                      "torch_threads": torch.get_num_threads(),
                       "seed": args.seed, "backbone": args.backbone, "test_images": len(test.files.samples),
                       "test_feature_seconds": round(test.feature_seconds, 1),
                       "total_seconds": round(time.perf_counter() - started, 1), "targets": checks,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from transferkit.fashion_mnist import CLASSES, INSTALL_HINT, SOURCE, load_split
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # the Fashion-MNIST reader
+from fashion_mnist import CLASSES, INSTALL_HINT, SOURCE, load_split  # noqa: E402
 
 
 def write_split(images: np.ndarray, labels: np.ndarray, per_class: int, out: Path, seed: int) -> None:

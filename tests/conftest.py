@@ -18,8 +18,9 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from transferkit.config import TrainConfig  # noqa: E402
-from transferkit.workflow import RunLog, TrainResult, train  # noqa: E402
+from transferkit.training.config import TrainConfig  # noqa: E402
+from transferkit.training.run import TrainResult  # noqa: E402
+from transferkit.training.strategies import train  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -71,4 +72,4 @@ TINY_CONFIG = TrainConfig(epochs=2, fine_tune_epochs=1, batch_size=8, val_split=
 def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> TrainResult:
     """One real two-stage run (2 head epochs, 1 fine-tune epoch) shared by the bundle/evaluate/predict tests."""
     out = tmp_path_factory.mktemp("run")
-    return train(photo_data, out, TINY_CONFIG, log=RunLog(out / "train.log"))
+    return train(photo_data, out, TINY_CONFIG)

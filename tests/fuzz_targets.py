@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferkit.data import read_manifest
+from transferkit.data.files import read_manifest
+from transferkit.data.images import BadImage, load_image
 from transferkit.errors import UserError
-from transferkit.images import BadImage, load_image
 
 __all__ = ["TARGETS", "run_for"]
 

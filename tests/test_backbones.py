@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones import _index, get_backbone
+from transferkit.backbones.registry import _index, get_backbone
+from transferkit.backbones.weights import build_network
 from transferkit.errors import UserError
 from transferkit.model import HeadConfig, TransferModel
-from transferkit.weights import build_network
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "EfficientNet-Lite0", "EFFICIENTNETLITE0",

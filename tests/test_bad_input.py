@@ -26,8 +26,8 @@ from bad_inputs import CASES, FAILS, IGNORED, SKIPPED, USED, Case, malicious_wei
 from conftest import write_photo_dataset
 
 import transferkit
-from transferkit.cli import main
-from transferkit.workflow import TrainResult
+from transferkit.cli.main import main
+from transferkit.training.run import TrainResult
 
 TINY_TRAIN = ["--probe-epochs", "0", "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8",
               "--val-split", "0.25"]
@@ -213,7 +213,7 @@ def _unprivileged_prefix() -> list[str]:
 _SCRIPT = """
 import io, json, sys
 from contextlib import redirect_stderr, redirect_stdout
-from transferkit.cli import main
+from transferkit.cli.main import main
 results = []
 for argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from transferkit.cli import main
+from transferkit.cli.main import main
 
 CATS = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import write_photo_dataset
 from PIL import Image
 
-from transferkit.bundle import CHECKPOINT_FILE, load_bundle
-from transferkit.cli import main
-from transferkit.workflow import TrainResult
+from transferkit.cli.main import main
+from transferkit.io.bundle import CHECKPOINT_FILE, load_bundle
+from transferkit.training.run import TrainResult
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -168,7 +168,8 @@ def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "interrupted" in err and str(checkpoint) in err and "Traceback" not in err
-    model, meta = load_bundle(checkpoint)
+    bundle = load_bundle(checkpoint)
+    model, meta = bundle.model, bundle.meta
     assert model.class_names == ["astronaut", "cat", "coffee"] and meta["history"]
     assert not list(out.glob(".*.tmp"))  # no half-written temporary file left behind
 
@@ -189,7 +190,7 @@ def test_train_from_a_csv_manifest(tmp_path: Path, photo_data: Path, capsys: pyt
 
 
 def test_bundled_demo_data_is_small_licensed_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from transferkit.workflow import EXAMPLE_DATA
+    from transferkit.data.files import EXAMPLE_DATA
 
     files = sorted(EXAMPLE_DATA.rglob("*.png"))
     assert len(files) == 600 and sum(f.stat().st_size for f in files) < 3_000_000

@@ -14,18 +14,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from transferkit.data import (
-    ImageDataset,
-    LabelledFiles,
-    Sample,
-    check_trainable,
-    collate_skip_bad,
-    index_folder,
-    load_labelled,
-    read_manifest,
-    scan_images,
-    stratified_split,
-)
+from transferkit.data.files import LabelledFiles, Sample, check_trainable, index_folder, load_labelled, read_manifest
+from transferkit.data.loaders import ImageDataset, collate_skip_bad
+from transferkit.data.scan import scan_images
+from transferkit.data.split import stratified_split
 from transferkit.errors import UserError
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fashion_mnist import CLASSES, load_split, png_path, read_idx, sample_per_class, write_pngs
 from PIL import Image
 
 from transferkit.errors import UserError
-from transferkit.fashion_mnist import CLASSES, load_split, png_path, read_idx, sample_per_class, write_pngs
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:

@@ -4,6 +4,7 @@ on cached features that predicts raw images."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -13,18 +14,19 @@ import torch
 from conftest import write_photo_dataset
 from PIL import Image
 
-from transferkit.bundle import load_bundle
-from transferkit.cli import main
-from transferkit.data import load_labelled
-from transferkit.engine import PARITY_TOLERANCE, make_engine
+from transferkit.cli.main import main
+from transferkit.data.files import load_labelled
+from transferkit.data.images import load_image
+from transferkit.data.preprocess import eval_transform
 from transferkit.errors import UserError
-from transferkit.features import MANIFEST, extract_features, load_features
-from transferkit.images import load_image
-from transferkit.inference import infer_files
-from transferkit.metrics import compute_metrics
+from transferkit.evaluation.metrics import compute_metrics
+from transferkit.evaluation.predict import evaluate, infer_files, predict
+from transferkit.features.cache import MANIFEST, load_features
+from transferkit.features.engine import PARITY_TOLERANCE, make_engine
+from transferkit.features.extract import extract_features
+from transferkit.io.bundle import load_bundle
 from transferkit.model import TransferModel
-from transferkit.preprocess import eval_transform
-from transferkit.workflow import evaluate, predict
+from transferkit.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -37,28 +39,24 @@ def data(tmp_path: Path) -> Path:
     return write_photo_dataset(tmp_path / "data", per_class=3, seed=5)
 
 
-def _quiet(message: str) -> None:
-    pass
-
-
 def test_second_run_reuses_every_feature_and_matches_pytorch(data: Path, tmp_path: Path,
                                                               lite0: TransferModel) -> None:
     files = load_labelled(data)
-    first = extract_features(files, lite0, tmp_path / "f", log=_quiet)
-    assert (first.stats["computed"], first.stats["reused"]) == (9, 0)
+    first = extract_features(files, lite0.backbone, tmp_path / "f")
+    assert (first.stats.computed, first.stats.reused) == (9, 0)
     assert first.features.shape == (9, lite0.feature_dim) and first.labels.tolist() == files.labels()
     expected, kept = infer_files(lite0.base, lite0.preprocessing, list(first.paths), softmax=False)
     assert kept == list(range(9))
     assert np.abs(first.features - expected).max() < PARITY_TOLERANCE  # the cache holds what PyTorch computes
 
-    second = extract_features(files, lite0, tmp_path / "f", log=_quiet)
-    assert (second.stats["computed"], second.stats["reused"]) == (0, 9)
+    second = extract_features(files, lite0.backbone, tmp_path / "f")
+    assert (second.stats.computed, second.stats.reused) == (0, 9)
     np.testing.assert_array_equal(second.features, first.features)
 
 
 def test_changed_added_and_deleted_files_are_all_that_is_recomputed(data: Path, tmp_path: Path,
                                                                     lite0: TransferModel) -> None:
-    before = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
+    before = extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
     old_rows = {p: i for i, p in enumerate(before.paths)}
     changed = data / "cat" / "00.jpg"
     Image.open(changed).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(changed)
@@ -68,9 +66,9 @@ def test_changed_added_and_deleted_files_are_all_that_is_recomputed(data: Path, 
     shutil.copy(data / "astronaut" / "01.png", data / "astronaut" / "copy.png")  # a duplicate: skipped, as in train
     Image.new("RGB", (120, 90), (200, 30, 30)).save(data / "astronaut" / "new.png")
 
-    after = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
-    assert (after.stats["computed"], after.stats["removed"]) == (2, 2)  # changed + new; deleted + old content
-    assert after.stats["reused"] == 9 - 2 and len(after.paths) == 9
+    after = extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
+    assert (after.stats.computed, after.stats.removed) == (2, 2)  # changed + new; deleted + old content
+    assert after.stats.reused == 9 - 2 and len(after.paths) == 9
     assert [(p.name, "duplicate" in reason) for p, reason in after.skipped] == [("copy.png", True)]
     rows = {p: i for i, p in enumerate(after.paths)}
     assert data / "coffee" / "01.png" not in rows
@@ -82,10 +80,10 @@ def test_changed_added_and_deleted_files_are_all_that_is_recomputed(data: Path, 
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip a byte", "delete labels", "garble manifest"])
-def test_a_damaged_cache_is_detected_and_rebuilt(damage: str, data: Path, tmp_path: Path,
-                                                 lite0: TransferModel) -> None:
+def test_a_damaged_cache_is_detected_and_rebuilt(damage: str, data: Path, tmp_path: Path, lite0: TransferModel,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     folder = tmp_path / "f"
-    good = extract_features(load_labelled(data), lite0, folder, log=_quiet)
+    good = extract_features(load_labelled(data), lite0.backbone, folder)
     reference = np.array(good.features)
     features = folder / "features.npy"
     if damage == "truncate":
@@ -101,40 +99,41 @@ def test_a_damaged_cache_is_detected_and_rebuilt(damage: str, data: Path, tmp_pa
 
     with pytest.raises(UserError, match="no usable feature cache"):
         load_features(folder)
-    messages: list[str] = []
-    rebuilt = extract_features(load_labelled(data), lite0, folder, log=messages.append)
-    assert any("rebuilding the feature cache" in m for m in messages)
-    assert rebuilt.stats["computed"] == 9
+    with caplog.at_level(logging.INFO, logger="transferkit"):
+        rebuilt = extract_features(load_labelled(data), lite0.backbone, folder)
+    assert any("rebuilding the feature cache" in m for m in caplog.messages)
+    assert rebuilt.stats.computed == 9
     np.testing.assert_allclose(rebuilt.features, reference, atol=1e-5)
     assert load_features(folder).features.shape == reference.shape
 
 
-def test_other_settings_make_a_new_cache(data: Path, tmp_path: Path, lite0: TransferModel) -> None:
-    extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
+def test_other_settings_make_a_new_cache(data: Path, tmp_path: Path, lite0: TransferModel,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
     mid = TransferModel.from_pretrained("efficientnet_lite0", ["astronaut", "cat", "coffee"], layer="mid")
-    messages: list[str] = []
-    cache = extract_features(load_labelled(data), mid, tmp_path / "f", engine="torch", log=messages.append)
-    assert cache.stats["computed"] == 9 and cache.features.shape[1] == mid.feature_dim
-    assert any("layer changed" in m for m in messages)
+    with caplog.at_level(logging.INFO, logger="transferkit"):
+        cache = extract_features(load_labelled(data), mid.backbone, tmp_path / "f", engine="torch")
+    assert cache.stats.computed == 9 and cache.features.shape[1] == mid.feature_dim
+    assert any("layer changed" in m for m in caplog.messages)
 
 
 def test_unreadable_files_are_listed_and_not_retried(data: Path, tmp_path: Path, lite0: TransferModel) -> None:
     (data / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    cache = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
+    cache = extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
     assert [p.name for p, _ in cache.skipped] == ["broken.jpg"] and len(cache.paths) == 9
-    again = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
-    assert again.stats["computed"] == 0 and [p.name for p, _ in again.skipped] == ["broken.jpg"]
+    again = extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
+    assert again.stats.computed == 0 and [p.name for p, _ in again.skipped] == ["broken.jpg"]
     (data / "coffee" / "empty.png").write_bytes(b"")  # a new bad file alone still updates the cache's list
-    third = extract_features(load_labelled(data), lite0, tmp_path / "f", log=_quiet)
-    assert third.stats["computed"] == 0 and sorted(p.name for p, _ in third.skipped) == ["broken.jpg", "empty.png"]
+    third = extract_features(load_labelled(data), lite0.backbone, tmp_path / "f")
+    assert third.stats.computed == 0 and sorted(p.name for p, _ in third.skipped) == ["broken.jpg", "empty.png"]
     assert load_features(tmp_path / "f").skipped == third.skipped
 
 
 def test_augmented_views_are_cached_once_and_reproducible(data: Path, tmp_path: Path,
                                                          lite0: TransferModel) -> None:
     files = load_labelled(data)
-    one = extract_features(files, lite0, tmp_path / "a", views=2, seed=3, log=_quiet)
-    two = extract_features(files, lite0, tmp_path / "b", views=2, seed=3, log=_quiet)
+    one = extract_features(files, lite0.backbone, tmp_path / "a", views=2, seed=3)
+    two = extract_features(files, lite0.backbone, tmp_path / "b", views=2, seed=3)
     assert one.views is not None and two.views is not None and one.views.shape == (9, 2, lite0.feature_dim)
     np.testing.assert_allclose(one.views, two.views, atol=1e-5)  # seeded by content, not by run or worker
     assert np.abs(one.views[:, 0] - one.views[:, 1]).max() > 1e-2  # two different views
@@ -142,7 +141,7 @@ def test_augmented_views_are_cached_once_and_reproducible(data: Path, tmp_path: 
 
 
 def test_onnx_engine_matches_pytorch_on_real_photos(photo_test_data: Path, lite0: TransferModel) -> None:
-    engine = make_engine(lite0.base, lite0.preprocessing, "auto")
+    engine = make_engine(lite0.base, lite0.preprocessing, Runtime.detect(), "auto")
     assert engine.name == "onnxruntime", engine.note  # onnxruntime is a dependency: it must be the CPU engine
     paths = sorted(photo_test_data.rglob("*.*"))[:6]
     normalised = eval_transform(lite0.preprocessing)
@@ -152,7 +151,7 @@ def test_onnx_engine_matches_pytorch_on_real_photos(photo_test_data: Path, lite0
     images = torch.stack([raw(load_image(p)) for p in paths])
     assert images.dtype == torch.uint8
     assert np.abs(engine(images) - expected).max() < PARITY_TOLERANCE
-    torch_engine = make_engine(lite0.base, lite0.preprocessing, "torch")
+    torch_engine = make_engine(lite0.base, lite0.preprocessing, Runtime.detect(), "torch")
     assert torch_engine.name == "pytorch" and np.abs(torch_engine(images) - expected).max() < 1e-4
 
 
@@ -165,15 +164,17 @@ def test_cli_extract_then_train_on_features_gives_a_bundle_that_reads_raw_images
                  "--hidden", "32"]) == 0
     assert "0 computed, 24 reused" in capsys.readouterr().out  # the cache made by `extract` was used
 
-    model, meta = load_bundle(run)
+    bundle = load_bundle(run)
+    model, meta = bundle.model, bundle.meta
     assert meta["train_config"]["strategy"] == "extract" and meta["features"]["key"]["backbone"] == "efficientnet_lite0"
     assert [h["stage"] for h in meta["history"]] == ["extract"] * 30
-    metrics, skipped = evaluate(model, photo_test_data)
+    evaluation = evaluate(model, photo_test_data)
+    metrics, skipped = evaluation.metrics, evaluation.skipped
     assert not skipped and metrics.accuracy >= 0.9
     # the bundle on raw images computes what the head computes on the engine's features
     paths = sorted(photo_test_data.rglob("*.*"))
-    predictions, _ = predict(model, paths, top=3)
-    test_cache = extract_features(load_labelled(photo_test_data), model, tmp_path / "test-features", log=_quiet)
+    predictions = predict(model, paths, top=3)
+    test_cache = extract_features(load_labelled(photo_test_data), model.backbone, tmp_path / "test-features")
     with torch.no_grad():
         probs = model.head.eval()(torch.from_numpy(np.array(test_cache.features))).softmax(1).numpy()
     by_path = {str(p): row for p, row in zip(test_cache.paths, probs)}

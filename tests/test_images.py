@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_image
+from transferkit.data.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_image
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones import get_backbone, resolve_layer
-from transferkit.cli import main
+from transferkit.backbones.registry import get_backbone, resolve_layer
+from transferkit.backbones.weights import build_network
+from transferkit.cli.main import main
 from transferkit.errors import UserError
 from transferkit.model import HeadConfig, LayerFeatures, TransferModel
-from transferkit.weights import build_network
 
 
 def test_resolve_layer_names_and_depths() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from transferkit.inference import top_k
-from transferkit.metrics import compute_metrics, format_metrics
+from transferkit.evaluation.metrics import compute_metrics, format_metrics
+from transferkit.evaluation.predict import top_k
 
 
 def test_metrics_match_sklearn() -> None:

@@ -13,10 +13,12 @@ import torch
 from timm.models import get_pretrained_cfg
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
-from transferkit.cli import main
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.spec import BackboneSpec
+from transferkit.backbones.table import BACKBONES
+from transferkit.backbones.weights import build_network
+from transferkit.cli.main import main
 from transferkit.model import HeadConfig, TransferModel
-from transferkit.weights import build_network
 
 CLASSES = [f"c{i}" for i in range(5)]
 # Inception stems need at least 75 px (as Keras documents); ViT needs its fixed size; 64 px is enough elsewhere

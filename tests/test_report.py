@@ -12,7 +12,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from transferkit.report import (
+from transferkit.evaluation.report import (
     accuracy_interval,
     build_report,
     calibration,

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.bundle import load_bundle
-from transferkit.cli import main
-from transferkit.report import build_report
-from transferkit.report_html import SECTIONS, render_html
-from transferkit.workflow import TrainResult, evaluate
+from transferkit.cli.main import main
+from transferkit.evaluation.html import SECTIONS, render_html
+from transferkit.evaluation.predict import evaluate
+from transferkit.evaluation.report import build_report
+from transferkit.io.bundle import load_bundle
+from transferkit.training.run import TrainResult
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -59,8 +60,9 @@ def test_report_command_writes_html_and_the_same_numbers_as_evaluate(
     assert "warning: 1 unreadable file(s) in the evaluated data were skipped" in stderr and "truncated.jpg" in stderr
     assert "warning: the evaluated data" in stderr and "95% interval" in stderr
     metrics = json.loads((out.parent / "metrics.json").read_text())
-    model, _ = load_bundle(trained_run.run_dir)
-    expected, skipped = evaluate(model, test_data_with_a_broken_file)
+    model = load_bundle(trained_run.run_dir).model
+    evaluation = evaluate(model, test_data_with_a_broken_file)
+    expected, skipped = evaluation.metrics, evaluation.skipped
     assert metrics["accuracy"] == pytest.approx(expected.accuracy) and metrics["count"] == expected.count == 13
     for name, figures in expected.per_class.items():
         assert metrics["per_class"][name] == pytest.approx(figures)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from transferkit.bundle import WEIGHTS_FILE, load_bundle
-from transferkit.cli import main
-from transferkit.resume import RESUME_FILE
-from transferkit.workflow import TrainResult
+from transferkit.cli.main import main
+from transferkit.io.bundle import WEIGHTS_FILE, load_bundle
+from transferkit.training.resume import RESUME_FILE
+from transferkit.training.run import TrainResult
 
 # The flags that give conftest's TINY_CONFIG.
 TINY_FLAGS = ["--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--lr", "3e-3"]
@@ -91,10 +91,10 @@ def test_batches_depend_on_seed_and_epoch_only(photo_data: Path) -> None:
     images are decoded in worker processes or here."""
     import torch
 
-    from transferkit.backbones import get_backbone
-    from transferkit.data import index_folder
-    from transferkit.preprocess import Augmentation, train_transform
-    from transferkit.sampling import make_train_loader
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.data.files import index_folder
+    from transferkit.data.loaders import make_train_loader
+    from transferkit.data.preprocess import Augmentation, train_transform
 
     p = get_backbone("efficientnet_lite0").preprocessing
     samples = index_folder(photo_data).samples[:6]

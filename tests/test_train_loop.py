@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.learner import Learner, class_weights
+from transferkit.data.split import load_images
 from transferkit.model import TransferModel
-from transferkit.train import group_lrs, lr_at
-from transferkit.workflow import load_images
+from transferkit.runtime import Runtime
+from transferkit.training.learner import Learner
+from transferkit.training.loop import Stage, train_one_epoch
+from transferkit.training.schedule import class_weights, group_lrs, lr_at
 
 
 def test_lr_at_warms_up_then_decays_to_zero() -> None:
@@ -66,7 +68,7 @@ def test_stage_one_changes_only_the_head_and_stage_two_cannot_make_it_worse(phot
     data = load_images(photo_data, val_split=0.25, seed=0)
     model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
     base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
-    learner = Learner(model, data, batch_size=8, workers=0)
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
 
     stage1 = learner.fit(epochs=1, lr=3e-3)
     for key, value in model.base.state_dict().items():  # weights *and* BatchNorm running mean/var untouched
@@ -90,7 +92,7 @@ def test_stage_one_changes_only_the_head_and_stage_two_cannot_make_it_worse(phot
 def test_fine_tune_uses_lower_rates_for_pretrained_groups(photo_data: Path) -> None:
     data = load_images(photo_data, val_split=0.25, seed=0)
     model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
-    learner = Learner(model, data, batch_size=8, workers=0)
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
     groups_before = [id(g) for g in learner.optimizer.param_groups]
     model.unfreeze_top(3)
     learner.fit(epochs=1, lr=3e-4, base_lr=1e-4, warmup_epochs=0)
@@ -102,7 +104,7 @@ def test_fine_tune_uses_lower_rates_for_pretrained_groups(photo_data: Path) -> N
 def test_early_stopping_stops_after_patience(photo_data: Path) -> None:
     data = load_images(photo_data, val_split=0.25, seed=0)
     model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
-    learner = Learner(model, data, batch_size=8, workers=0)
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
     learner.fit(epochs=1, lr=3e-3)
     results = learner.fit(epochs=6, lr=80.0, patience=2, warmup_epochs=0)  # only gets worse
     assert len(results) == 2
@@ -114,9 +116,9 @@ def test_probe_fits_the_head_on_frozen_features_only(photo_data: Path) -> None:
     model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
     base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
     head_before = [p.clone() for p in model.head.parameters()]
-    learner = Learner(model, data, batch_size=8, workers=0)
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
     result = learner.probe(epochs=20, lr=3e-3)
-    assert result.stage == "probe" and learner.best.where == "probe"
+    assert result.stage == "probe" and learner.best.where == "probe epoch 1"
     assert result.train_accuracy > 0.9  # three distinct photos: linearly separable in ImageNet features
     for key, value in model.base.state_dict().items():
         assert torch.equal(value, base_before[key]), key
@@ -124,3 +126,36 @@ def test_probe_fits_the_head_on_frozen_features_only(photo_data: Path) -> None:
     model.unfreeze_top(1)
     with pytest.raises(ValueError, match="base frozen"):
         learner.probe()
+
+
+def _one_batch_gradient(loss_fn: torch.nn.Module, micro_batch: int) -> list[torch.Tensor]:
+    """The gradient the loop leaves after one imbalanced batch of 16, run in slices of `micro_batch`."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 3))
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0] * 11 + [1] * 4 + [2])
+    optimizer = torch.optim.SGD([{"params": list(model.parameters()), "name": "head"}], lr=0.0)
+    stage = Stage("check", 1, [(x, y)], lambda: (0.0, 0.0), optimizer, {"head": 0.0}, micro_batch, 0.0)
+    train_one_epoch(model, stage, loss_fn, Runtime(torch.device("cpu")), 0, [])
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_micro_batches_are_exact_with_class_weights(smoothing: float) -> None:
+    """A class-weighted mean divides by the sum of the weights: each slice must count by its share of that sum
+    (counting slices by their size was 31% off on such a batch)."""
+    weighted = torch.nn.CrossEntropyLoss(weight=class_weights([0] * 11 + [1] * 4 + [2], 3), label_smoothing=smoothing)
+    whole = _one_batch_gradient(weighted, micro_batch=16)
+    for micro in (3, 5, 8):
+        for a, b in zip(whole, _one_batch_gradient(weighted, micro_batch=micro)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_second_fit_with_the_same_stage_name_trains_again(photo_data: Path) -> None:
+    data = load_images(photo_data, val_split=0.25, seed=0)
+    model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
+    assert len(learner.fit(epochs=1, lr=3e-3, name="head")) == 1
+    again = learner.fit(epochs=1, lr=3e-3, warmup_epochs=0, name="head")  # used to train 0 epochs
+    assert [(r.stage, r.epoch) for r in again] == [("head", 1)]
+    assert [r.stage for r in learner.history] == ["head", "head"]

@@ -14,9 +14,9 @@ import torch
 import torchvision
 from safetensors.torch import save, save_file
 
-from transferkit.backbones import get_backbone
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import build_network, weight_sources, weights_available
 from transferkit.errors import UserError
-from transferkit.weights import build_network, weight_sources, weights_available
 
 
 @pytest.fixture(scope="module")

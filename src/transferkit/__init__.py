@@ -2,31 +2,94 @@
 
     import transferkit as tk
     data = tk.load_images("photos/", val_split=0.2, seed=0)
-    model = tk.TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))  # base frozen, new head
+    model = tk.TransferModel.from_pretrained("efficientnet_lite0", data.classes)  # base frozen, new head
     learner = tk.Learner(model, data)
-    learner.probe()                                      # warm start: head fitted on frozen features
-    learner.fit(epochs=4, lr=1e-3)                       # stage 1: the head, with augmentation
-    model.unfreeze_top(2)
-    learner.fit(epochs=4, lr=3e-4, base_lr=1e-4)         # stage 2: lower, per-block rates
+    learner.fine_tune()                                  # probe, head, then the top blocks at lower rates
+    model.save("runs/photos")
+
+Names are imported on first use (PEP 562), so `import transferkit` and the command line stay fast: torch, timm
+and scikit-learn load only when something needs them. Nothing inside the package imports this module.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from transferkit.backbones import BACKBONES, BackboneSpec, get_backbone
-from transferkit.bundle import load_bundle, save_bundle
-from transferkit.config import TrainConfig
-from transferkit.data import LabelledFiles, load_labelled
-from transferkit.errors import UserError
-from transferkit.features import FeatureSet, extract_features, load_features
-from transferkit.learner import ImageData, Learner
-from transferkit.metrics import Metrics, format_metrics
-from transferkit.model import HeadConfig, TransferModel
-from transferkit.preprocess import Augmentation, Preprocessing
-from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, load_images, predict, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from transferkit._version import __version__
+
+_WHERE = {
+    "BACKBONES": "transferkit.backbones.table",
+    "Backbone": "transferkit.model",
+    "BackboneSpec": "transferkit.backbones.spec",
+    "Bundle": "transferkit.io.bundle",
+    "EXAMPLE_DATA": "transferkit.data.files",
+    "Augmentation": "transferkit.data.preprocess",
+    "Evaluation": "transferkit.evaluation.predict",
+    "FeatureSet": "transferkit.features.cache",
+    "HeadConfig": "transferkit.model",
+    "ImageData": "transferkit.data.split",
+    "LabelledFiles": "transferkit.data.files",
+    "Learner": "transferkit.training.learner",
+    "Metrics": "transferkit.evaluation.metrics",
+    "Predictions": "transferkit.evaluation.predict",
+    "Preprocessing": "transferkit.data.preprocess",
+    "Runtime": "transferkit.runtime",
+    "TrainConfig": "transferkit.training.config",
+    "TrainResult": "transferkit.training.run",
+    "TransferModel": "transferkit.model",
+    "UserError": "transferkit.errors",
+    "classify": "transferkit.evaluation.predict",
+    "evaluate": "transferkit.evaluation.predict",
+    "extract_features": "transferkit.features.extract",
+    "format_metrics": "transferkit.evaluation.metrics",
+    "get_backbone": "transferkit.backbones.registry",
+    "load_bundle": "transferkit.io.bundle",
+    "load_features": "transferkit.features.cache",
+    "load_images": "transferkit.data.split",
+    "load_labelled": "transferkit.data.files",
+    "predict": "transferkit.evaluation.predict",
+    "save_bundle": "transferkit.io.bundle",
+    "train": "transferkit.training.strategies",
+}
 
 __all__ = [
-    "BACKBONES", "EXAMPLE_DATA", "Augmentation", "BackboneSpec", "FeatureSet", "HeadConfig", "ImageData",
-    "LabelledFiles", "Learner", "Metrics", "Preprocessing", "TrainConfig", "TransferModel", "UserError",
-    "__version__", "classify", "evaluate", "extract_features", "format_metrics", "get_backbone", "load_bundle",
-    "load_features", "load_images", "load_labelled", "predict", "save_bundle", "train",
+    "__version__", "Augmentation", "BACKBONES", "Backbone", "BackboneSpec", "Bundle", "EXAMPLE_DATA", "Evaluation",
+    "FeatureSet", "HeadConfig", "ImageData", "LabelledFiles", "Learner", "Metrics", "Predictions", "Preprocessing",
+    "Runtime", "TrainConfig", "TrainResult", "TransferModel", "UserError", "classify", "evaluate", "extract_features",
+    "format_metrics", "get_backbone", "load_bundle", "load_features", "load_images", "load_labelled", "predict",
+    "save_bundle", "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from transferkit.backbones.registry import get_backbone
+    from transferkit.backbones.spec import BackboneSpec
+    from transferkit.backbones.table import BACKBONES
+    from transferkit.data.files import EXAMPLE_DATA, LabelledFiles, load_labelled
+    from transferkit.data.preprocess import Augmentation, Preprocessing
+    from transferkit.data.split import ImageData, load_images
+    from transferkit.errors import UserError
+    from transferkit.evaluation.metrics import Metrics, format_metrics
+    from transferkit.evaluation.predict import Evaluation, Predictions, classify, evaluate, predict
+    from transferkit.features.cache import FeatureSet, load_features
+    from transferkit.features.extract import extract_features
+    from transferkit.io.bundle import Bundle, load_bundle, save_bundle
+    from transferkit.model import Backbone, HeadConfig, TransferModel
+    from transferkit.runtime import Runtime
+    from transferkit.training.config import TrainConfig
+    from transferkit.training.learner import Learner
+    from transferkit.training.run import TrainResult
+    from transferkit.training.strategies import train

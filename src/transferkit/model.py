@@ -8,7 +8,10 @@ are made once from the backbone spec. BatchNorm policy: a BatchNorm layer of the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,12 +19,13 @@ from timm.models._features_fx import create_feature_extractor
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones import BackboneSpec, Block, get_backbone, resolve_layer
+from transferkit.backbones.registry import get_backbone, resolve_layer
+from transferkit.backbones.spec import BackboneSpec
+from transferkit.backbones.weights import WeightsInfo, build_network
+from transferkit.data.preprocess import Preprocessing
 from transferkit.errors import UserError
-from transferkit.preprocess import Preprocessing
-from transferkit.weights import WeightsInfo, build_network
 
-__all__ = ["HeadConfig", "LayerFeatures", "ParamGroup", "TransferModel"]
+__all__ = ["Backbone", "HeadConfig", "LayerFeatures", "ParamGroup", "TransferModel"]
 
 
 @dataclass(frozen=True)
@@ -66,52 +70,107 @@ class LayerFeatures(nn.Module):
         return out.mean(dim=(2, 3)) if out.ndim == 4 else out.mean(dim=1)
 
 
-class TransferModel(nn.Module):
-    """`base` maps normalised images to pooled features; `head` maps features to class logits.
+class Backbone:
+    """A pretrained base without its top (Keras' `include_top=False`), with the preprocessing it was trained with
+    and where it is cut: `backbone(images)` gives pooled features of size `feature_dim`.
 
     `net` is the timm network without its classifier; `layer` (a block name, or deep/mid/shallow) cuts it after
-    that block, and only the blocks up to it take part in freezing and parameter groups."""
+    that block, and only the blocks up to it take part in freezing and parameter groups. Usable alone, e.g. for
+    `extract_features`; a `TransferModel` puts a head on one."""
 
-    def __init__(self, spec: BackboneSpec, net: nn.Module, class_names: list[str], head_cfg: HeadConfig,
-                 preprocessing: Preprocessing, weights_info: WeightsInfo, layer: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, spec: BackboneSpec, net: nn.Module, preprocessing: Preprocessing, weights_info: WeightsInfo,
+                 layer: str | None = None) -> None:
         self.spec = spec
-        index = resolve_layer(spec, layer)
-        self.layer = None if index is None else spec.blocks[index].name
-        if index is None:
-            self.base, blocks, self.feature_dim = net, spec.blocks, spec.feature_dim
-        else:
-            cut = LayerFeatures(net, spec.blocks[index].prefixes[-1], preprocessing.input_size)
-            self.base, blocks, self.feature_dim = cut, spec.blocks[:index + 1], cut.feature_dim
-        self.head = build_head(self.feature_dim, len(class_names), head_cfg)
-        self.class_names = list(class_names)
-        self.head_cfg = head_cfg
         self.preprocessing = preprocessing
         self.weights_info = weights_info
-        self.train_bn = False
-        self._block_params = self._group_base_params(blocks)
+        index = resolve_layer(spec, layer)
+        self.layer = None if index is None else spec.blocks[index].name
+        self.module: nn.Module
+        if index is None:
+            self.module, self.blocks, self.feature_dim = net, spec.blocks, spec.feature_dim
+        else:
+            cut = LayerFeatures(net, spec.blocks[index].prefixes[-1], preprocessing.input_size)
+            self.module, self.blocks, self.feature_dim = cut, spec.blocks[:index + 1], cut.feature_dim
 
     @classmethod
-    def from_pretrained(cls, backbone: str, class_names: list[str], head: HeadConfig = HeadConfig(),
-                        weights: str | None = None, layer: str | None = None) -> TransferModel:
-        """The Keras `include_top=False` base with its pretrained weights, frozen, and a fresh head reading the
-        pooled output of the whole base or of `layer`."""
-        spec = get_backbone(backbone)
+    def from_pretrained(cls, name: str, weights: str | None = None, layer: str | None = None) -> Backbone:
+        """The base of backbone `name` with its pretrained weights (or `weights`: a file, or "random")."""
+        spec = get_backbone(name)
         net, info = build_network(spec, weights)
         net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
-        model = cls(spec, net, class_names, head, spec.preprocessing, info, layer)
-        model.freeze_base()
-        return model
+        return cls(spec, net, spec.preprocessing, info, layer)
 
-    def _group_base_params(self, blocks: tuple[Block, ...]) -> dict[str, tuple[nn.Parameter, ...]]:
-        groups: dict[str, list[nn.Parameter]] = {b.name: [] for b in blocks}
-        body = self.base.body if isinstance(self.base, LayerFeatures) else self.base  # timm's parameter names
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images)
+
+    def block_params(self) -> dict[str, tuple[nn.Parameter, ...]]:
+        """Each block's parameters, stem first: every parameter of the base in exactly one block."""
+        groups: dict[str, list[nn.Parameter]] = {b.name: [] for b in self.blocks}
+        body = self.module.body if isinstance(self.module, LayerFeatures) else self.module  # timm's names
         for name, param in body.named_parameters():
-            owners = [b.name for b in blocks if b.owns(name)]
+            owners = [b.name for b in self.blocks if b.owns(name)]
             if len(owners) != 1:
                 raise RuntimeError(f"backbone spec {self.spec.name}: parameter {name} belongs to blocks {owners}")
             groups[owners[0]].append(param)
         return {name: tuple(params) for name, params in groups.items()}
+
+
+class TransferModel(nn.Module):
+    """`base` maps normalised images to pooled features (the backbone's module); `head` maps features to class
+    logits. The state dict is `base.*` and `head.*`, as saved in every bundle."""
+
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], head_cfg: HeadConfig = HeadConfig()) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.base = backbone.module
+        self.head = build_head(backbone.feature_dim, len(class_names), head_cfg)
+        self.class_names = list(class_names)
+        self.head_cfg = head_cfg
+        self.train_bn = False
+        self._block_params = backbone.block_params()
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return self.backbone.spec
+
+    @property
+    def layer(self) -> str | None:
+        return self.backbone.layer
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.backbone.preprocessing
+
+    @property
+    def weights_info(self) -> WeightsInfo:
+        return self.backbone.weights_info
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    @classmethod
+    def from_pretrained(cls, backbone: str, class_names: Sequence[str], head: HeadConfig = HeadConfig(),
+                        weights: str | None = None, layer: str | None = None) -> TransferModel:
+        """The Keras `include_top=False` base with its pretrained weights, frozen, and a fresh head reading the
+        pooled output of the whole base or of `layer`."""
+        model = cls(Backbone.from_pretrained(backbone, weights, layer), class_names, head)
+        model.freeze_base()
+        return model
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write this model as a bundle in `folder` (see `transferkit.io.bundle`); returns the folder."""
+        from transferkit.io.bundle import save_bundle
+
+        save_bundle(self, Path(folder), {})
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> TransferModel:
+        """A model saved with `save` (or trained by `transferkit train`), in inference mode."""
+        from transferkit.io.bundle import load_bundle
+
+        return load_bundle(folder).model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.base(x))

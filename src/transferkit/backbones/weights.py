@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from transferkit.backbones import BackboneSpec
+from transferkit.backbones.spec import BackboneSpec
 from transferkit.errors import UserError
 
 __all__ = ["WeightsInfo", "build_network", "sha256_file", "weight_sources", "weights_available"]

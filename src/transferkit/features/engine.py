@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit import __version__
-from transferkit.atomic import atomic_write_text, atomic_writer
-from transferkit.inference import autocast, micro_batch_size, pick_device
-from transferkit.preprocess import Preprocessing
+from transferkit._version import __version__
+from transferkit.data.preprocess import Preprocessing
+from transferkit.io.atomic import atomic_write_text, atomic_writer
+from transferkit.runtime import Runtime
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
 
@@ -76,44 +76,45 @@ class Engine:
     note: str  # why this engine (shown in logs)
     _module: nn.Module | None = None
     _session: object | None = None
+    _runtime: Runtime | None = None
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         if self._session is not None:
             out = self._session.run(None, {"images": images.numpy()})[0]  # type: ignore[attr-defined]
             return np.asarray(out, dtype=np.float32)
-        assert self._module is not None
-        return _torch_features(self._module, images)
+        assert self._module is not None and self._runtime is not None
+        return _torch_features(self._module, images, self._runtime)
 
 
 @torch.inference_mode()
-def _torch_features(module: nn.Module, images: torch.Tensor) -> np.ndarray:
-    device = next(module.parameters()).device
-    images = images.to(device, memory_format=torch.channels_last)
-    with autocast(device):
-        return module(images).float().cpu().numpy()
+def _torch_features(module: nn.Module, images: torch.Tensor, runtime: Runtime) -> np.ndarray:
+    with runtime.autocast():
+        return module(runtime.images(images)).float().cpu().numpy()
 
 
-def make_engine(base: nn.Module, preprocessing: Preprocessing, prefer: str = "auto") -> Engine:
+def make_engine(base: nn.Module, preprocessing: Preprocessing, runtime: Runtime, prefer: str = "auto") -> Engine:
     """An engine for `base` (a frozen base: normalised images → pooled features) that reads uint8 images.
     `prefer`: auto (ONNX Runtime on a CPU when it is installed and matches PyTorch, else PyTorch) or torch."""
     if prefer not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {prefer!r}")
     module = Normalised(base, preprocessing.mean, preprocessing.std).eval()
     input_size = preprocessing.input_size
-    device = pick_device()
+    device = runtime.device
+
+    def pytorch(reason: str) -> Engine:
+        runtime.place(module)
+        return Engine("pytorch", runtime.micro_batch_size(64), f"PyTorch ({reason})", _module=module,
+                      _runtime=runtime)
+
     if prefer == "torch" or device.type != "cpu":
-        module.to(device).to(memory_format=torch.channels_last)
-        reason = "asked for" if prefer == "torch" else f"on {device.type}"
-        return Engine("pytorch", micro_batch_size(device, 64), f"PyTorch ({reason})", _module=module)
+        return pytorch("asked for" if prefer == "torch" else f"on {device.type}")
     try:
         session, worst = _onnx_session(module, input_size)
     except Exception as exc:  # any failure to export or run falls back to the engine that always works
-        return Engine("pytorch", micro_batch_size(device, 64), f"PyTorch (ONNX Runtime unavailable: "
-                      f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", _module=module)
+        return pytorch(f"ONNX Runtime unavailable: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}")
     if worst > PARITY_TOLERANCE:
-        return Engine("pytorch", micro_batch_size(device, 64),
-                      f"PyTorch (ONNX Runtime differs from PyTorch by {worst:.2g} > {PARITY_TOLERANCE})",
-                      _module=module)
+        return pytorch(f"ONNX Runtime differs from PyTorch by {worst:.2g} > {PARITY_TOLERANCE}")
     return Engine("onnxruntime", 16, f"ONNX Runtime (matches PyTorch to {worst:.1e})", _session=session)
 
 
@@ -165,4 +166,4 @@ def _parity(session: object, module: nn.Module, input_size: int) -> float:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, input_size, input_size), generator=generator, dtype=torch.uint8)
     ours = session.run(None, {"images": images.numpy()})[0]  # type: ignore[attr-defined]
-    return float(np.abs(ours - _torch_features(module.cpu(), images)).max())
+    return float(np.abs(ours - _torch_features(module.cpu(), images, Runtime(torch.device("cpu")))).max())

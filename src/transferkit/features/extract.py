@@ -1,24 +1,20 @@
-"""The feature cache: run the frozen base over a data set once, keep the pooled features on disk, reuse them.
-
-A cache folder holds `features.npy` (N x D float32, memory-mappable), `labels.npy` (N int64), optionally
-`views.npy` (N x K x D: K augmented views of each image) and `manifest.json`: the key (backbone, a hash of the
-base's weights, layer, preprocessing, views and their augmentation), the class names, and for each row the
-file's path, class and content hash. Each array's sha256 and shape are in the manifest, which is written last,
-so a cache that was truncated, corrupted or left half-written by a crash fails its check and is rebuilt.
+"""Feature extraction: run the frozen base once over a data set and keep the pooled features on disk.
 
 Running again reuses every row whose file content (sha256) is unchanged, even if it moved or was relabelled,
 computes only new or changed files and drops deleted ones. Features stream from the engine straight into a
-memory-mapped file, so memory stays flat however large the data set is.
+memory-mapped file, so memory stays flat however large the data set is. Decoding runs in worker processes
+beside the engine (see `engine.py`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,65 +24,63 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from transferkit import __version__
-from transferkit.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
-from transferkit.data import LabelledFiles, repeated_files
-from transferkit.engine import Engine, make_engine, module_sha256
-from transferkit.errors import UserError
-from transferkit.images import BadImage, file_problem, load_image, os_error_reason
-from transferkit.model import TransferModel
-from transferkit.preprocess import Augmentation, eval_transform, train_transform
-from transferkit.weights import sha256_file
+from transferkit._version import __version__
+from transferkit.backbones.weights import sha256_file
+from transferkit.data.files import LabelledFiles, load_labelled
+from transferkit.data.images import BadImage, file_problem, load_image, os_error_reason
+from transferkit.data.preprocess import Augmentation, Preprocessing, eval_transform, train_transform
+from transferkit.data.scan import repeated_files
+from transferkit.features.cache import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    ExtractStats,
+    FeatureSet,
+    describe,
+    load_checked,
+)
+from transferkit.features.engine import Engine, make_engine, module_sha256
+from transferkit.io.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
+from transferkit.model import Backbone
+from transferkit.runtime import Runtime
 
-__all__ = ["MANIFEST", "FeatureSet", "extract_features", "load_features"]
+__all__ = ["cache_key", "extract_features", "extract_workers"]
 
-FORMAT = "transferkit.features"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-_ARRAYS = ("features.npy", "labels.npy", "views.npy")
+log = logging.getLogger(__name__)
+
 _COPY_ROWS = 4096  # rows copied from the old cache at a time (memory stays bounded)
 
 
-@dataclass(frozen=True)
-class FeatureSet:
-    """A verified cache: `features[i]` (and `views[i]`) belong to `paths[i]`, of class `classes[labels[i]]`."""
-
-    folder: Path
-    classes: tuple[str, ...]
-    paths: tuple[Path, ...]
-    labels: np.ndarray
-    features: np.ndarray  # read-only memory map
-    views: np.ndarray | None  # (N, K, D) or None
-    skipped: tuple[tuple[Path, str], ...]  # files that could not be read
-    key: dict[str, Any]
-    stats: dict[str, Any]  # reused / computed / removed counts, engine, seconds, images per second
-
-
-def cache_key(model: TransferModel, views: int, augmentation: Augmentation, seed: int) -> dict[str, Any]:
+def cache_key(backbone: Backbone, views: int, augmentation: Augmentation, seed: int) -> dict[str, Any]:
     key = {
-        "backbone": model.spec.name,
-        "base_sha256": module_sha256(model.base),
-        "layer": model.layer or "deep",
-        "preprocessing": model.preprocessing.to_json(),
+        "backbone": backbone.spec.name,
+        "base_sha256": module_sha256(backbone.module),
+        "layer": backbone.layer or "deep",
+        "preprocessing": backbone.preprocessing.to_json(),
         "views": views,
         "augmentation": {**augmentation.__dict__, "seed": seed} if views else None,
     }
     return json.loads(json.dumps(key))  # as it reads back from the manifest (tuples become lists)
 
 
-def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, views: int = 0,
-                     augmentation: Augmentation = Augmentation(), seed: int = 0, workers: int | None = None,
-                     engine: str = "auto", log: Callable[[str], None] = print) -> FeatureSet:
-    """Bring the cache in `folder` up to date with `files` and return it (see the module docstring)."""
+def extract_features(files: LabelledFiles | str | os.PathLike[str], backbone: Backbone,
+                     folder: str | os.PathLike[str], views: int = 0, augmentation: Augmentation = Augmentation(),
+                     seed: int = 0, runtime: Runtime | None = None, engine: str = "auto",
+                     workers: int | None = None) -> FeatureSet:
+    """Bring the cache in `folder` up to date with the labelled images `files` (a `LabelledFiles`, a class-per-
+    folder directory or a CSV manifest) and return it (see the module docstring). `workers` decode beside the
+    engine (default: a quarter of the cores, see `extract_workers`)."""
     started = time.perf_counter()
+    files = files if isinstance(files, LabelledFiles) else load_labelled(files)
+    folder = Path(folder)
     remove_stale_temporaries(folder)  # left by a run that was killed while writing
-    key = cache_key(model, views, augmentation, seed)
-    old, why = _load_checked(folder)
+    key = cache_key(backbone, views, augmentation, seed)
+    old, why = load_checked(folder)
     if old is not None and old.key != key:
         why = f"it was made with other settings ({_key_change(old.key, key)})"
         old = None
     if why and (folder / MANIFEST).exists():
-        log(f"rebuilding the feature cache in {folder}: {why}")
+        log.info(f"rebuilding the feature cache in {folder}: {why}")
 
     hashes: list[str | None] = []
     unreadable: dict[int, str] = {}
@@ -101,25 +95,23 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
             unreadable[i] = problem
     repeats = repeated_files(files, {i: h for i, h in enumerate(hashes) if h is not None})
     unreadable |= repeats
-    old_rows = {h: r for r, h in enumerate(old.stats["hashes"])} if old is not None else {}
-    old_bad = dict(old.stats["bad_hashes"]) if old is not None else {}
+    old_rows = {h: r for r, h in enumerate(old.file_sha256)} if old is not None else {}
+    old_bad = old.bad_sha256 if old is not None else {}
     for i, h in enumerate(hashes):
         if h is not None and h in old_bad:
             unreadable[i] = old_bad[h]
     rows = [i for i in range(len(files.samples)) if i not in unreadable]
     todo = [r for r, i in enumerate(rows) if hashes[i] not in old_rows]
-    same = old is not None and not todo and [hashes[i] for i in rows] == old.stats["hashes"] \
+    same = old is not None and not todo and tuple(hashes[i] for i in rows) == old.file_sha256 \
         and [files.samples[i].path for i in rows] == list(old.paths) and old.classes == files.classes \
         and [files.samples[i].label for i in rows] == old.labels.tolist() \
         and sorted(str(files.samples[i].path) for i in unreadable) == sorted(str(p) for p, _ in old.skipped)
     if same:
         assert old is not None
-        return _with_stats(old, reused=len(rows), computed=0, removed=0, engine="none (all cached)",
-                           seconds=time.perf_counter() - started)
+        return replace(old, stats=ExtractStats(reused=len(rows), seconds=time.perf_counter() - started))
 
-    base = model.base
-    runner = make_engine(base, model.preprocessing, engine) if todo else None
-    dim = model.feature_dim
+    runner = make_engine(backbone.module, backbone.preprocessing, runtime or Runtime.detect(), engine) if todo else None
+    dim = backbone.feature_dim
     views_writer = atomic_writer(folder / "views.npy") if views else nullcontext(None)
     with atomic_writer(folder / "features.npy") as feat_tmp, views_writer as views_tmp:
         feats = np.lib.format.open_memmap(feat_tmp, mode="w+", dtype=np.float32, shape=(len(rows), dim))
@@ -131,8 +123,9 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
         rate = 0.0
         if todo:
             assert runner is not None
-            log(f"extracting features of {len(todo)} image(s) with {runner.note}")
-            rate, failed = _compute(runner, [files.samples[rows[r]].path for r in todo], todo, model, feats, view_arr,
+            log.info(f"extracting features of {len(todo)} image(s) with {runner.note}")
+            rate, failed = _compute(runner, [files.samples[rows[r]].path for r in todo], todo, backbone, feats,
+                                    view_arr,
                                     augmentation, [hashes[rows[r]] for r in todo], seed, workers)  # type: ignore[misc]
         feats.flush()
         if view_arr is not None:
@@ -153,7 +146,7 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "transferkit_version": __version__,
                 "key": key, "source": str(files.source), "classes": list(files.classes),
-                "arrays": {name: _describe(tmp) for name, tmp in
+                "arrays": {name: describe(tmp) for name, tmp in
                            (("features.npy", feat_tmp), ("labels.npy", labels_tmp), ("views.npy", views_tmp))
                            if tmp is not None},
                 "files": [{"path": str(files.samples[i].path), "sha256": hashes[i]} for i in rows],
@@ -164,84 +157,21 @@ def extract_features(files: LabelledFiles, model: TransferModel, folder: Path, v
     if not views:
         (folder / "views.npy").unlink(missing_ok=True)
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-    fresh, why = _load_checked(folder, verify=False)  # `_describe` hashed the arrays a moment ago
+    fresh, why = load_checked(folder, verify=False)  # `describe` hashed the arrays a moment ago
     if fresh is None:
         raise RuntimeError(f"the feature cache just written to {folder} fails its own check: {why}")
     removed = len(old_rows) - len({hashes[i] for i in rows if hashes[i] in old_rows}) if old is not None else 0
-    return _with_stats(fresh, reused=len(rows) - len(todo) + len(failed), computed=len(todo) - len(failed),
-                       removed=removed, engine=runner.note if runner else "none (all cached)",
-                       seconds=time.perf_counter() - started, rate=rate)
+    return replace(fresh, stats=ExtractStats(
+        reused=len(rows) - len(todo) + len(failed), computed=len(todo) - len(failed), removed=removed,
+        engine=runner.note if runner else "none (all cached)", seconds=time.perf_counter() - started,
+        images_per_second=rate))
 
 
-def load_features(folder: Path) -> FeatureSet:
-    """A cache made by `extract_features`, checked (one-line error if it is missing or damaged)."""
-    cache, why = _load_checked(folder)
-    if cache is None:
-        raise UserError(f"no usable feature cache in {folder}: {why}; run `transferkit extract DATA --out {folder}`")
-    return cache
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return {"shape": list(array.shape), "sha256": sha256_file(path)}
-
-
-def _load_checked(folder: Path, verify: bool = True) -> tuple[FeatureSet | None, str]:
-    """The cache in `folder` if every file is there and matches the manifest's hashes, else None and why.
-    `verify=False` skips re-hashing the arrays (for a cache this process has just written and hashed)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, "there is none yet"
-    except (OSError, ValueError) as exc:
-        return None, f"{MANIFEST} is unreadable ({exc})"
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        return None, f"{folder / MANIFEST} is not a transferkit feature cache"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return None, f"it has format version {manifest.get('format_version')}, this transferkit reads {FORMAT_VERSION}"
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        for name, expected in manifest["arrays"].items():
-            if name not in _ARRAYS:
-                return None, f"{MANIFEST} names an unknown file {name!r}"
-            path = folder / name
-            if not path.is_file():
-                return None, f"{name} is missing"
-            if verify and sha256_file(path) != expected["sha256"]:
-                return None, f"{name} does not match its checksum (truncated or corrupted)"
-            arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
-            if list(arrays[name].shape) != expected["shape"]:
-                return None, f"{name} has shape {list(arrays[name].shape)}, expected {expected['shape']}"
-        rows = manifest["files"]
-        labels = np.asarray(arrays["labels.npy"])
-        features = arrays["features.npy"]
-        if not (len(rows) == len(labels) == len(features)):
-            return None, f"{MANIFEST} lists {len(rows)} files for {len(features)} feature rows"
-        classes = tuple(str(c) for c in manifest["classes"])
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            return None, "labels.npy has labels outside the class list"
-        return FeatureSet(
-            folder=folder, classes=classes, paths=tuple(Path(r["path"]) for r in rows), labels=labels,
-            features=features, views=arrays.get("views.npy"),
-            skipped=tuple((Path(b["path"]), str(b["reason"])) for b in manifest["bad"]), key=manifest["key"],
-            stats={"hashes": [r["sha256"] for r in rows],
-                   "bad_hashes": [(b["sha256"], b["reason"]) for b in manifest["bad"] if b["sha256"]]},
-        ), ""
-    except (KeyError, TypeError, ValueError) as exc:
-        return None, f"{MANIFEST} is malformed ({type(exc).__name__}: {exc})"
 
 
 def _key_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     changed = [k for k in new if old.get(k) != new[k]]
     return ", ".join(f"{k} changed" for k in changed) or "format changed"
-
-
-def _with_stats(cache: FeatureSet, reused: int, computed: int, removed: int, engine: str, seconds: float,
-                rate: float = 0.0) -> FeatureSet:
-    stats = {**cache.stats, "reused": reused, "computed": computed, "removed": removed, "unreadable":
-             len(cache.skipped), "engine": engine, "seconds": round(seconds, 2), "images_per_second": round(rate, 1)}
-    return FeatureSet(cache.folder, cache.classes, cache.paths, cache.labels, cache.features, cache.views,
-                      cache.skipped, cache.key, stats)
 
 
 def _copy_reused(old: FeatureSet, old_index: Sequence[int | None], feats: np.ndarray,
@@ -278,10 +208,9 @@ class _Views(Dataset):
     """Row r's image as the eval crop followed by `views` augmented crops. Each augmented crop is seeded from the
     file's content hash, so a cached view is the same whichever run or worker computed it."""
 
-    def __init__(self, paths: Sequence[Path], rows: Sequence[int], hashes: Sequence[str], model: TransferModel,
+    def __init__(self, paths: Sequence[Path], rows: Sequence[int], hashes: Sequence[str], p: Preprocessing,
                  views: int, augmentation: Augmentation, seed: int) -> None:
         self.paths, self.rows, self.hashes = list(paths), list(rows), list(hashes)
-        p = model.preprocessing
         self.min_size = p.resize_size
         self.plain = eval_transform(p, normalise=False)  # uint8: the engine normalises, batched
         self.augment = train_transform(p, augmentation, normalise=False) if views else None
@@ -312,7 +241,7 @@ def _collate(batch: list[Any]) -> tuple[torch.Tensor | None, list[int], dict[int
     return images, [item[1] for item in good], bad
 
 
-def _compute(runner: Engine, paths: list[Path], rows: list[int], model: TransferModel, feats: np.ndarray,
+def _compute(runner: Engine, paths: list[Path], rows: list[int], backbone: Backbone, feats: np.ndarray,
              views: np.ndarray | None, augmentation: Augmentation, hashes: list[str], seed: int,
              workers: int | None) -> tuple[float, dict[int, str]]:
     """Features of `paths` into `feats[rows]` (and views); decoding overlaps the engine in worker processes.
@@ -320,7 +249,7 @@ def _compute(runner: Engine, paths: list[Path], rows: list[int], model: Transfer
     k = views.shape[1] if views is not None else 0
     workers = extract_workers() if workers is None else workers
     per_batch = max(1, runner.batch_size // (k + 1))
-    dataset = _Views(paths, rows, hashes, model, k, augmentation, seed)
+    dataset = _Views(paths, rows, hashes, backbone.preprocessing, k, augmentation, seed)
     loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=_collate,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     failed: dict[int, str] = {}

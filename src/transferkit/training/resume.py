@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,15 +24,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from transferkit.atomic import atomic_write_bytes, remove_stale_temporaries
-from transferkit.config import TrainConfig
+from transferkit.data.split import ImageData
 from transferkit.errors import UserError
-from transferkit.learner import ImageData, Learner
-from transferkit.train import EpochResult, Progress
+from transferkit.io.atomic import atomic_write_bytes, remove_stale_temporaries
+from transferkit.training.config import TrainConfig
+from transferkit.training.learner import Learner
+from transferkit.training.loop import Callback, EpochResult, LoopState, Stage
 
-__all__ = ["RESUME_FILE", "ResumeState", "fingerprint", "load_resume", "restore", "resume_point", "save_resume"]
+__all__ = ["RESUME_FILE", "ResumeState", "SaveResume", "fingerprint", "load_resume", "restore", "resume_point",
+           "save_resume"]
 
 RESUME_FILE = "resume.safetensors"
+log = logging.getLogger(__name__)
 _KEY = "transferkit.resume"
 _VERSION = 1
 
@@ -56,30 +59,40 @@ def fingerprint(cfg: TrainConfig, data: ImageData) -> dict[str, Any]:
     return {"train_config": cfg.to_json(), "data_sha256": digest}
 
 
-def save_resume(path: Path, learner: Learner, stage: str, history: list[EpochResult], fp: dict[str, Any]) -> None:
+class SaveResume(Callback):
+    """After every epoch, the learner's whole state (and the random states) to `path`, atomically."""
+
+    def __init__(self, path: Path, learner: Learner, fp: dict[str, Any]) -> None:
+        self.path, self.learner, self.fp = path, learner, fp
+
+    def after_epoch(self, stage: Stage, result: EpochResult, improved: bool, state: LoopState) -> None:
+        save_resume(self.path, self.learner, result.stage, self.fp)
+
+
+def save_resume(path: Path, learner: Learner, stage: str, fp: dict[str, Any]) -> None:
     """Write the state after an epoch of `stage` (atomically: temp file, fsync, rename)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in learner.model.state_dict().items()}
-    if learner.best.state is not None:
-        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in learner.best.state.items()}
-    optimizer = learner.optimizer.state_dict()
+    state = learner.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state["model"].items()}
+    if state["best"]["state"] is not None:
+        tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in state["best"]["state"].items()}
+    optimizer = state["optimizer"]
     for index, slots in optimizer["state"].items():
         tensors |= {f"optim.{index}.{name}": v.detach().cpu().contiguous() for name, v in slots.items()}
     np_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple form
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
     if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
-    p = learner.progress
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = cuda_state
     meta = {
         "version": _VERSION,
         **fp,
         "stage": stage,
-        "progress": {"stage": p.stage, "epoch": p.epoch, "step": p.step, "since_best": p.since_best},
-        "sampler_epoch": learner.sampler.epoch,
-        "best": {"val_loss": learner.best.val_loss, "where": learner.best.where},
+        "progress": state["loop"],
+        "sampler_epoch": state["sampler_epoch"],
+        "best": {"val_loss": state["best"]["val_loss"], "where": state["best"]["where"]},
         "optimizer_groups": optimizer["param_groups"],
-        "history": [h.to_json() for h in history],
+        "history": state["history"],
         "rng": {"numpy": [np_state[0], *np_state[2:]], "python": random.getstate()},
     }
     atomic_write_bytes(path, save(tensors, metadata={_KEY: json.dumps(meta)}))
@@ -109,16 +122,17 @@ def load_resume(path: Path, fp: dict[str, Any]) -> ResumeState | None:
     return ResumeState(meta["stage"], meta, tensors)
 
 
-def resume_point(out: Path, fp: dict[str, Any], log: Callable[[str], None]) -> ResumeState | None:
+def resume_point(out: Path, fp: dict[str, Any]) -> ResumeState | None:
     """`train --resume`: the state to continue from, or None (and a log line) when the run never finished an
     epoch; a run that already finished is refused, since there is nothing to continue."""
     for path in remove_stale_temporaries(out):
-        log(f"removed {path}, a temporary file of a write that was interrupted")
+        log.info(f"removed {path}, a temporary file of a write that was interrupted")
     state = load_resume(out / RESUME_FILE, fp)
     if state is None and (out / "model.json").is_file():
         raise UserError(f"nothing to resume in {out}: its training finished (model.json is there); "
                         f"train without --resume to train again")
-    log(f"resuming after {state.where}" if state else f"nothing to resume in {out} yet: starting from the beginning")
+    log.info(f"resuming after {state.where}" if state
+             else f"nothing to resume in {out} yet: starting from the beginning")
     return state
 
 
@@ -126,24 +140,22 @@ def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def restore(state: ResumeState, learner: Learner) -> list[EpochResult]:
-    """Put the model, optimizer, best weights, stage progress, batch order and random states back as they were
-    after the saved epoch; returns the history so far."""
+def restore(state: ResumeState, learner: Learner) -> None:
+    """Put the learner (model, optimizer, best weights, stage progress, batch order, history) and the random
+    states back as they were after the saved epoch."""
     meta, tensors = state.meta, state.tensors
-    device = learner.device
-    learner.model.load_state_dict(_with_prefix(tensors, "model."))
-    best = _with_prefix(tensors, "best.")
-    learner.best.state = {k: v.to(device) for k, v in best.items()} or None
-    learner.best.val_loss, learner.best.where = float(meta["best"]["val_loss"]), meta["best"]["where"]
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in _with_prefix(tensors, "optim.").items():
         index, name = key.split(".", 1)
         slots.setdefault(int(index), {})[name] = value
-    learner.optimizer.load_state_dict({"state": slots, "param_groups": meta["optimizer_groups"]})
-    saved = Progress(**meta["progress"])
-    learner.progress.stage, learner.progress.epoch = saved.stage, saved.epoch
-    learner.progress.step, learner.progress.since_best = saved.step, saved.since_best
-    learner.sampler.epoch = int(meta["sampler_epoch"])
+    learner.load_state_dict({
+        "model": _with_prefix(tensors, "model."),
+        "optimizer": {"state": slots, "param_groups": meta["optimizer_groups"]},
+        "best": {**meta["best"], "state": _with_prefix(tensors, "best.") or None},
+        "loop": meta["progress"],
+        "sampler_epoch": meta["sampler_epoch"],
+        "history": meta["history"],
+    })
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(_with_prefix(tensors, "rng.cuda.")))]
     if cuda and torch.cuda.is_available():
@@ -152,6 +164,3 @@ def restore(state: ResumeState, learner: Learner) -> list[EpochResult]:
     np.random.set_state((np_kind, tensors["rng.numpy"].numpy().astype(np.uint32), *np_rest))
     version, internal, gauss = meta["rng"]["python"]
     random.setstate((version, tuple(internal), gauss))
-    history = [EpochResult(**h) for h in meta["history"]]
-    learner.history[:] = history
-    return history

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from transferkit import __version__
+from transferkit._version import __version__
 
 __all__ = ["DEBUG_ENV", "report_internal_error"]
 

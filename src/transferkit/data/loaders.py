@@ -1,5 +1,6 @@
-"""Training batches whose order and augmentation depend only on (seed, epoch, position), never on history.
+"""Torch datasets and loaders over labelled files: decoded on demand, unreadable files dropped from the batch.
 
+Training batches have an order and augmentation that depend only on (seed, epoch, position), never on history.
 A stock DataLoader draws the shuffle order and each worker's augmentation randomness from generators that
 advance from epoch to epoch (and, with persistent workers, live inside the worker processes). A run resumed at
 epoch 5 would then see different batches from an uninterrupted one. Here the sampler derives epoch e's order
@@ -15,11 +16,56 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferkit.data import ImageDataset, Sample, collate_skip_bad
+from transferkit.data.files import Sample
+from transferkit.data.images import BadImage, load_image
 
-__all__ = ["EpochSampler", "SeededItems", "make_train_loader"]
+__all__ = ["EpochSampler", "ImageDataset", "SeededItems", "collate_skip_bad", "make_loader", "make_train_loader"]
 
 _MIX = 1_000_003  # spreads (seed, epoch, index) over seeds; any odd constant would do
+
+
+class ImageDataset(Dataset):
+    """Samples decoded on demand; a file that broke after the scan yields None instead of killing training."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Image.Image], torch.Tensor],
+        min_size: int | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.min_size = min_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path, self.min_size)
+        except BadImage:
+            return None
+        return self.transform(image), sample.label
+
+
+def collate_skip_bad(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Stack a batch without its unreadable items; None when nothing usable is left."""
+    items = [item for item in batch if item is not None]
+    if not items:
+        return None
+    images = torch.stack([image for image, _ in items])
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)
+    return images, labels
+
+
+def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
+                batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    """Samples in order; decoding and transforms run in `workers` processes (0: in this process)."""
+    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, num_workers=workers,
+                      collate_fn=collate_skip_bad, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0),  # else each pass draws from the global stream
+                      pin_memory=pin_memory)
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -55,11 +101,12 @@ class SeededItems(Dataset):
 
 
 def make_train_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
-                      batch_size: int, workers: int, seed: int) -> tuple[DataLoader, EpochSampler]:
+                      batch_size: int, workers: int, seed: int,
+                      pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
     """The shuffled, augmented training loader and its sampler (whose `epoch` a resumed run restores)."""
     sampler = EpochSampler(len(samples), seed)
     loader = DataLoader(SeededItems(ImageDataset(samples, transform, min_size), seed), batch_size=batch_size,
                         sampler=sampler, num_workers=workers, collate_fn=collate_skip_bad,
                         generator=torch.Generator().manual_seed(seed),  # not the global stream dropout uses
-                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                        persistent_workers=workers > 0, pin_memory=pin_memory)
     return loader, sampler

@@ -1,48 +1,36 @@
-"""From a folder or CSV manifest to labelled samples, a seeded stratified split and a torch Dataset.
+"""From a folder or CSV manifest to labelled samples and a seeded stratified split.
 
 The pipeline is a chain of pure steps -- index (`load_labelled`) -> validate (`check_trainable`) -> decode
-every file once (`scan_images`) -> split (`stratified_split`) -> `ImageDataset` -- so each step can be tested
-on its own and a training run is reproducible from the data folder and a seed. Class order is plain
-`sorted()` on names, the same as torchvision's ImageFolder and Keras, so label indices match theirs.
+every file once (`scan.scan_images`) -> split (`split.stratified_split`) -> `loaders.ImageDataset` -- so each step
+can be tested on its own and a training run is reproducible from the data folder and a seed. Class order is
+plain `sorted()` on names, the same as torchvision's ImageFolder and Keras, so label indices match theirs.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
-
+from transferkit.data.images import IMAGE_EXTENSIONS, is_ignored
 from transferkit.errors import UserError
-from transferkit.images import IMAGE_EXTENSIONS, BadImage, is_ignored, load_image
 
 __all__ = [
-    "LEAK",
-    "repeated_files",
-    "ImageDataset",
+    "EXAMPLE_DATA",
     "LabelledFiles",
     "Sample",
     "check_trainable",
-    "collate_skip_bad",
     "image_files_under",
     "index_folder",
     "load_labelled",
     "read_manifest",
-    "scan_images",
-    "stratified_split",
 ]
 
+EXAMPLE_DATA = Path(__file__).resolve().parent.parent / "example_data" / "fashion-mnist"
 _FORMAT_HINT = "pass a folder with one sub-folder per class, or a CSV manifest with path,label columns"
-_SCAN_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -79,8 +67,9 @@ class LabelledFiles:
         return replace(self, samples=tuple(self.samples[i] for i in indices))
 
 
-def load_labelled(path: Path) -> LabelledFiles:
-    """The CLI's entry point: a folder is indexed, a `.csv` file is read as a manifest."""
+def load_labelled(path: str | os.PathLike[str]) -> LabelledFiles:
+    """The entry point: a folder is indexed, a `.csv` file is read as a manifest."""
+    path = Path(path)
     if not path.exists():
         raise UserError(f"data folder not found: {path} — {_FORMAT_HINT}")
     if path.is_dir():
@@ -90,8 +79,9 @@ def load_labelled(path: Path) -> LabelledFiles:
     raise UserError(f"{path} is a file but not a .csv manifest — {_FORMAT_HINT}")
 
 
-def index_folder(root: Path) -> LabelledFiles:
+def index_folder(root: str | os.PathLike[str]) -> LabelledFiles:
     """Index a class-per-folder tree: every image file under `root/<class>/`, nested folders included."""
+    root = Path(root)
     if not root.exists():
         raise UserError(f"data folder not found: {root} — {_FORMAT_HINT}")
     if not root.is_dir():
@@ -137,12 +127,13 @@ def image_files_under(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_manifest(csv_path: Path) -> LabelledFiles:
+def read_manifest(csv_path: str | os.PathLike[str]) -> LabelledFiles:
     """Read a CSV with `path` and `label` columns (others ignored); paths must stay inside the CSV's folder.
 
     Listed files are not checked for existence here: a missing file is reported by `scan_images` along with
     every other unusable file, instead of stopping at the first one.
     """
+    csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise UserError(f"manifest not found: {csv_path} — {_FORMAT_HINT}")
     try:
@@ -219,160 +210,3 @@ def check_trainable(files: LabelledFiles) -> None:
             f"too few images in {files.source} for class {', '.join(small)}: each class needs at least 2 — "
             "add more images or remove the folder"
         )
-
-
-def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices into (train, val) keeping each class's proportion; same seed, same split.
-
-    Every class with at least two samples lands in both sides, so validation accuracy covers all classes.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise UserError(f"validation fraction must be between 0 and 1 (exclusive), got {val_fraction} — try 0.2")
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    train: list[int] = []
-    val: list[int] = []
-    for label in sorted(by_class):
-        members = by_class[label]
-        shuffled = [members[i] for i in rng.permutation(len(members))]
-        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
-        val.extend(shuffled[:n_val])
-        train.extend(shuffled[n_val:])
-    return sorted(train), sorted(val)
-
-
-class _DecodeCheck(Dataset):
-    """Decodes one file per item and reports ("" = fine); a Dataset so DataLoader workers can share the work."""
-
-    def __init__(self, paths: Sequence[Path], min_size: int | None) -> None:
-        self.paths = list(paths)
-        self.min_size = min_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, str, str]:
-        """(index, why it is unusable or "", sha256 of its bytes: how copies of one file are found)."""
-        try:
-            load_image(self.paths[index], self.min_size)
-            digest = hashlib.sha256(self.paths[index].read_bytes()).hexdigest()
-        except BadImage as exc:
-            return index, exc.reason, ""
-        except OSError as exc:  # changed between the decode and the read: unusable all the same
-            return index, f"cannot read ({exc.strerror})", ""
-        return index, "", digest
-
-
-def _collate_lists(batch: list[tuple[int, str, str]]) -> tuple[list[int], list[str], list[str]]:
-    return [item[0] for item in batch], [item[1] for item in batch], [item[2] for item in batch]
-
-
-def scan_images(
-    files: LabelledFiles, num_workers: int, min_size: int | None = None
-) -> tuple[LabelledFiles, list[tuple[Path, str]]]:
-    """Decode every file once, up front, and split the usable ones from (path, reason) for the rest.
-
-    Catching bad files here, before training, turns a crash at epoch 7 into one report at startup.
-    The classes tuple is kept even when a class loses every image, so label indices never shift.
-    """
-    if num_workers < 0:
-        raise UserError(f"number of workers must be 0 or more, got {num_workers} — use 0 to decode in-process")
-    reasons: dict[int, str] = _duplicate_reasons(files)
-    to_check = [i for i in range(len(files.samples)) if i not in reasons]
-    loader = DataLoader(
-        _DecodeCheck([files.samples[i].path for i in to_check], min_size),
-        batch_size=_SCAN_BATCH_SIZE,
-        num_workers=num_workers,
-        collate_fn=_collate_lists,
-    )
-    digests: dict[int, str] = {}
-    for positions, batch_reasons, batch_digests in tqdm(loader, desc="checking images", unit="batch", leave=False,
-                                                        disable=None):
-        for position, reason, digest in zip(positions, batch_reasons, batch_digests):
-            if reason:
-                reasons[to_check[position]] = reason
-            else:
-                digests[to_check[position]] = digest
-    reasons |= _copy_reasons(files, digests)
-    good = [i for i in range(len(files.samples)) if i not in reasons]
-    bad = [(files.samples[i].path, reasons[i]) for i in sorted(reasons)]
-    return files.subset(good), bad
-
-
-def _duplicate_reasons(files: LabelledFiles) -> dict[int, str]:
-    """The second and later listings of one file (by real path) -- e.g. a CSV giving it two labels."""
-    first_label: dict[str, int] = {}
-    reasons: dict[int, str] = {}
-    for index, sample in enumerate(files.samples):
-        key = os.path.realpath(sample.path)
-        if key in first_label:
-            classes = (files.classes[first_label[key]], files.classes[sample.label])
-            reasons[index] = f"listed twice (classes {classes[0]} and {classes[1]})"
-        else:
-            first_label[key] = sample.label
-    return reasons
-
-
-LEAK = "a leak between classes"
-
-
-def repeated_files(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
-    """Why to leave out a sample: its path listed before, or its content (sha256 in `digests`) seen before."""
-    return _copy_reasons(files, digests) | _duplicate_reasons(files)
-
-
-def _copy_reasons(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
-    """Files with the same bytes as an earlier one are kept once (the first, in class then path order).
-
-    A copy in the same class would only weigh double, and could land in both the training and the validation
-    split; a copy in another class teaches two labels for one picture. The second case is called a leak."""
-    first: dict[str, int] = {}
-    reasons: dict[int, str] = {}
-    for index in sorted(digests):
-        original = first.setdefault(digests[index], index)
-        if original == index:
-            continue
-        here, there = files.samples[index], files.samples[original]
-        if here.label == there.label:
-            reasons[index] = f"same content as {there.path} (a duplicate; kept once)"
-        else:
-            reasons[index] = (f"same content as {there.path} of class {files.classes[there.label]}: {LEAK} "
-                              f"(kept once, in {files.classes[there.label]}); remove the wrong copy")
-    return reasons
-
-
-class ImageDataset(Dataset):
-    """Samples decoded on demand; a file that broke after the scan yields None instead of killing training."""
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        transform: Callable[[Image.Image], torch.Tensor],
-        min_size: int | None = None,
-    ) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-        self.min_size = min_size
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        sample = self.samples[index]
-        try:
-            image = load_image(sample.path, self.min_size)
-        except BadImage:
-            return None
-        return self.transform(image), sample.label
-
-
-def collate_skip_bad(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Stack a batch without its unreadable items; None when nothing usable is left."""
-    items = [item for item in batch if item is not None]
-    if not items:
-        return None
-    images = torch.stack([image for image, _ in items])
-    labels = torch.tensor([label for _, label in items], dtype=torch.long)
-    return images, labels

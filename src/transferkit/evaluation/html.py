@@ -19,13 +19,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transferkit.atomic import atomic_write_text
-from transferkit.data import LabelledFiles
+from transferkit.data.files import LabelledFiles
+from transferkit.data.images import BadImage, load_image
 from transferkit.errors import UserError
-from transferkit.images import BadImage, load_image
+from transferkit.evaluation.predict import score
+from transferkit.evaluation.report import Calibration, ReportData, build_report
+from transferkit.io.atomic import atomic_write_text
 from transferkit.model import TransferModel
-from transferkit.report import Calibration, ReportData, build_report
-from transferkit.workflow import score
 
 __all__ = ["METRICS_FILE", "SECTIONS", "render_html", "write_report"]
 

@@ -6,15 +6,15 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transferkit.backbones import DEFAULT_BACKBONE
+from transferkit.backbones.registry import DEFAULT_BACKBONE
+from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
-from transferkit.preprocess import Augmentation
 
-__all__ = ["STRATEGIES", "TrainConfig"]
+__all__ = ["STRATEGY_NAMES", "TrainConfig"]
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
-STRATEGIES = ("extract", "frozen", "finetune")
+STRATEGY_NAMES = ("extract", "frozen", "finetune")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.strategy in STRATEGIES, "--strategy", self.strategy, f"one of {', '.join(STRATEGIES)}"),
+            (self.strategy in STRATEGY_NAMES, "--strategy", self.strategy, f"one of {', '.join(STRATEGY_NAMES)}"),
             (self.views >= 0, "--views", self.views, "0 or more"),
             (self.probe_epochs >= 1 or self.strategy != "extract", "--probe-epochs", self.probe_epochs,
              "1 or more with --strategy extract (it is how long the head trains)"),

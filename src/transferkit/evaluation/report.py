@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from transferkit.metrics import Metrics, compute_metrics
+from transferkit.evaluation.metrics import Metrics, compute_metrics
 
 __all__ = ["Calibration", "CalibrationBin", "Caution", "Mistake", "ReportData", "accuracy_interval", "build_report",
            "calibration", "confident_mistakes", "imbalance_caution", "images_for_half_width", "overfitting_cautions",

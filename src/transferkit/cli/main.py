@@ -7,30 +7,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-from transferkit import __version__
-from transferkit.backbones import BACKBONES, DEFAULT_BACKBONE
-from transferkit.bundle import CHECKPOINT_FILE, load_bundle
-from transferkit.config import STRATEGIES, TrainConfig
-from transferkit.cpu import keep_freed_memory
-from transferkit.crashlog import report_internal_error
-from transferkit.data import LabelledFiles, check_trainable, load_labelled
-from transferkit.engine import ENGINES
+from transferkit._version import __version__
+from transferkit.backbones.registry import DEFAULT_BACKBONE
+from transferkit.backbones.table import BACKBONES
+from transferkit.backbones.weights import weight_sources, weights_available
+from transferkit.cli.allocator import keep_freed_memory
+from transferkit.cli.crashlog import report_internal_error
+from transferkit.data.files import EXAMPLE_DATA, LabelledFiles, check_trainable, load_labelled
+from transferkit.data.images import none_readable, skip_reason
 from transferkit.errors import UserError
-from transferkit.features import extract_features
-from transferkit.images import none_readable, skip_reason
-from transferkit.inference import Prediction, expand_image_paths
-from transferkit.metrics import format_metrics
-from transferkit.model import TransferModel
-from transferkit.report_html import METRICS_FILE, write_report
-from transferkit.weights import weight_sources, weights_available
-from transferkit.workflow import EXAMPLE_DATA, classify, evaluate, predict, train
+from transferkit.evaluation.html import METRICS_FILE, write_report
+from transferkit.evaluation.metrics import format_metrics
+from transferkit.evaluation.predict import Predictions, classify, evaluate, expand_image_paths, predict
+from transferkit.features.engine import ENGINES
+from transferkit.features.extract import extract_features, extract_workers
+from transferkit.io.bundle import CHECKPOINT_FILE, load_bundle
+from transferkit.model import Backbone
+from transferkit.runtime import Runtime
+from transferkit.training.config import STRATEGY_NAMES, TrainConfig
+from transferkit.training.strategies import train
 
 __all__ = ["main"]
 
@@ -75,7 +77,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None,
                    help="features from: deep (default, the whole base), mid, shallow, or a block name "
                         "(see `transferkit models`)")
-    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy,
                    help="finetune: head, then the top blocks (default); frozen: the head on the frozen base, "
                         "with augmentation; extract: the head on cached features, in seconds")
     p.add_argument("--views", type=_count, default=d.views,
@@ -186,10 +188,10 @@ def _print_skipped(skipped: list[Path]) -> None:
         print(f"skipped {len(skipped)} file(s) that could not be used; fix or remove them", file=sys.stderr)
 
 
-def _print_predictions(predictions: list[Prediction], skipped: list[Path], as_json: bool) -> None:
-    _print_skipped(skipped)
+def _print_predictions(predictions: Predictions, as_json: bool) -> None:
+    _print_skipped(predictions.skipped)
     if as_json:
-        print(json.dumps([asdict(p) for p in predictions], indent=2))
+        print(json.dumps(predictions.to_json(), indent=2))
         return
     for p in predictions:
         ranked = ", ".join(f"{r['label']} {float(r['probability']):.3f}" for r in p.predictions)
@@ -230,61 +232,91 @@ def _print_models(as_json: bool) -> None:
         print("  ".join([*cells, line[-1]]))
 
 
-def _extract(args: argparse.Namespace) -> None:
+def _extract(args: argparse.Namespace, runtime: Runtime) -> None:
     files = load_labelled(args.data)
     check_trainable(files)
-    model = TransferModel.from_pretrained(args.backbone, list(files.classes), weights=args.weights, layer=args.layer)
-    cache = extract_features(files, model, args.out, args.views, seed=args.seed, engine=args.engine)
+    backbone = Backbone.from_pretrained(args.backbone, args.weights, args.layer)
+    cache = extract_features(files, backbone, args.out, args.views, seed=args.seed, runtime=runtime,
+                             engine=args.engine)
     s = cache.stats
     if not cache.paths:
         raise none_readable(len(files.samples), f"images in {args.data}", *cache.skipped[0])
     for path, reason in cache.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    rate = f", {s['images_per_second']:.1f} images/s" if s["computed"] else ""
-    print(f"{len(cache.paths)} feature vectors of size {cache.features.shape[1]} in {args.out}: {s['computed']} "
-          f"computed, {s['reused']} reused, {s['removed']} dropped, {len(cache.skipped)} unreadable "
-          f"({s['seconds']:.1f}s{rate}; engine: {s['engine']})")
+    rate = f", {s.images_per_second:.1f} images/s" if s.computed else ""
+    print(f"{len(cache.paths)} feature vectors of size {cache.features.shape[1]} in {args.out}: {s.computed} "
+          f"computed, {s.reused} reused, {s.removed} dropped, {len(cache.skipped)} unreadable "
+          f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
 
 
 def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, on_validation: bool = False) -> None:
     """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
-    model, meta = load_bundle(run)
-    report = write_report(model, meta, data, out, evaluated_on, on_validation)
+    bundle = load_bundle(run)
+    report = write_report(bundle.model, bundle.meta, data, out, evaluated_on, on_validation)
     for caution in report.cautions:
         print(f"warning: {caution.message}", file=sys.stderr)
     print(f"report: {out} (numbers in {out.parent / METRICS_FILE})")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.command == "train":
-        result = train(args.data, args.out, _config(args), args.test, resume=args.resume, features=args.features)
+        result = train(args.data, args.out, _config(args), args.test, resume=args.resume, features=args.features,
+                       runtime=runtime)
         if args.report and args.test is not None:
             _report(args.out, args.test, args.out / "report.html", str(args.test))
         elif args.report and result.validation is not None:
             _report(args.out, result.validation, args.out / "report.html", f"the validation split of {args.data}",
                     on_validation=True)
     elif args.command == "extract":
-        _extract(args)
+        _extract(args, runtime)
     elif args.command == "demo":
         print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
-        train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test")
+        train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=runtime)
         _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images")
         print(f"try it: transferkit predict {args.out} {EXAMPLE_DATA / 'test' / 'bag'}")
     elif args.command == "report":
         _report(args.run, args.data, args.out, str(args.data))
     elif args.command == "evaluate":
-        model, _ = load_bundle(args.run)
-        metrics, skipped = evaluate(model, args.data)
-        _print_skipped(skipped)
+        evaluation = evaluate(load_bundle(args.run).model, args.data, runtime)
+        _print_skipped(evaluation.skipped)
+        metrics = evaluation.metrics
         print(json.dumps(metrics.to_json(), indent=2) if args.json else format_metrics(metrics))
     elif args.command == "predict":
-        model, _ = load_bundle(args.run)
-        _print_predictions(*predict(model, expand_image_paths(args.images), args.top), args.json)
+        model = load_bundle(args.run).model
+        _print_predictions(predict(model, expand_image_paths(args.images), args.top, runtime), args.json)
     elif args.command == "models":
         _print_models(args.json)
     elif args.command == "classify":
-        _print_predictions(*classify(expand_image_paths(args.images), args.backbone, args.top, args.weights), args.json)
+        _print_predictions(classify(expand_image_paths(args.images), args.backbone, args.top, args.weights, runtime),
+                           args.json)
     return 0
+
+
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _console_logging() -> None:
+    """The library's INFO lines go to stdout as plain lines (what the user reads); DEBUG details only to the run's
+    log file. Only the main process of a multi-process (torchrun) job talks."""
+    logger = logging.getLogger("transferkit")
+    if any(getattr(h, "transferkit_console", False) for h in logger.handlers):
+        return
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.CRITICAL + 1)
+    handler.transferkit_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see transferkit/cpu.py
     try:
-        return _run(args)
+        _console_logging()
+        runtime = Runtime.detect(workers=extract_workers() if args.command == "extract" else None)
+        return _run(args, runtime)
     except UserError as exc:
         print(f"transferkit: error: {exc}", file=sys.stderr)
         return 2

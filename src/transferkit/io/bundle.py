@@ -9,6 +9,8 @@ rewritten atomically after each improvement, so an interrupted run always leaves
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +18,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from transferkit import __version__
-from transferkit.atomic import atomic_write_bytes, atomic_write_text
-from transferkit.backbones import get_backbone
+from transferkit._version import __version__
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.weights import WeightsInfo, build_network, sha256_file
+from transferkit.data.preprocess import Preprocessing
 from transferkit.errors import UserError
-from transferkit.model import HeadConfig, TransferModel
-from transferkit.preprocess import Preprocessing
-from transferkit.weights import WeightsInfo, build_network, sha256_file
+from transferkit.io.atomic import atomic_write_bytes, atomic_write_text
+from transferkit.model import Backbone, HeadConfig, TransferModel
 
-__all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "load_bundle", "save_bundle", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "Bundle", "load_bundle", "save_bundle", "save_checkpoint"]
 
 FORMAT = "transferkit.bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the preprocessing names its modality ("kind": "image")
+READABLE_VERSIONS = (1, 2)  # version 1 bundles are image bundles without the tag
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -44,7 +47,7 @@ def model_meta(model: TransferModel, extra: dict[str, Any]) -> dict[str, Any]:
             "architecture": model.spec.architecture,
             "weights": {"source": model.weights_info.source, "sha256": model.weights_info.sha256},
         },
-        "preprocessing": model.preprocessing.to_json(),
+        "preprocessing": {"kind": "image", **model.preprocessing.to_json()},
         "head": model.head_cfg.to_json(),
         "layer": model.layer,
         "class_names": model.class_names,
@@ -57,8 +60,23 @@ def _weights_bytes(model: TransferModel, metadata: dict[str, str] | None) -> byt
     return save(state, metadata=metadata)
 
 
-def save_bundle(model: TransferModel, run_dir: Path, extra: dict[str, Any]) -> Path:
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: the model, in inference mode, and everything its JSON says (training config, history,
+    metrics, data summary)."""
+
+    model: TransferModel
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.meta.get("history", []))
+
+
+def save_bundle(model: TransferModel, run_dir: str | os.PathLike[str], extra: dict[str, Any]) -> Path:
     """Write the weights, then the JSON naming their sha256 (each atomically). Returns the JSON's path."""
+    run_dir = Path(run_dir)
     weights_path = run_dir / WEIGHTS_FILE
     atomic_write_bytes(weights_path, _weights_bytes(model, None))
     meta = model_meta(model, extra) | {"weights_file": WEIGHTS_FILE, "weights_sha256": sha256_file(weights_path)}
@@ -116,22 +134,29 @@ def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
         raise UserError(f"cannot read weights {path}: {exc} — the file is damaged or not safetensors") from None
 
 
-def load_bundle(path: Path) -> tuple[TransferModel, dict[str, Any]]:
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
+    path = Path(path)
     meta, weights = _read_meta_and_weights(path)
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format") != FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
         raise UserError(f"{path} is a bundle of format {meta.get('format')!r} version {meta.get('format_version')!r}; "
                         f"this transferkit ({__version__}) reads {FORMAT!r} version {FORMAT_VERSION}: "
                         f"use a matching transferkit version")
+    preprocessing = meta.get("preprocessing")
+    kind = preprocessing.get("kind", "image") if isinstance(preprocessing, dict) else None
+    if kind != "image":
+        raise UserError(f"{path} is a bundle of modality {kind!r}; this transferkit ({__version__}) reads image "
+                        f"bundles: use a transferkit version that knows {kind!r} models")
     try:
         spec = get_backbone(meta["backbone"]["name"])
         net, _ = build_network(spec, "random")
         net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
         info = WeightsInfo(meta["backbone"]["weights"]["source"], meta["backbone"]["weights"]["sha256"], False)
-        model = TransferModel(spec, net, list(meta["class_names"]), HeadConfig(**meta["head"]),
-                              Preprocessing.from_json(meta["preprocessing"]), info, meta.get("layer"))
+        image = Preprocessing.from_json({k: v for k, v in meta["preprocessing"].items() if k != "kind"})
+        backbone = Backbone(spec, net, image, info, meta.get("layer"))
+        model = TransferModel(backbone, list(meta["class_names"]), HeadConfig(**meta["head"]))
         model.load_state_dict(weights)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None
     model.eval()
-    return model, meta
+    return Bundle(model, meta, path)

@@ -1,4 +1,4 @@
-"""The backbone table itself: the spec types and one row per pretrained network.
+"""The backbone table itself: one row per pretrained network.
 
 Every number in a row is a literal copied from timm (`timm.models.get_pretrained_cfg(hub_id)` for the
 preprocessing, the built network for `feature_dim` and `params`); `tests/test_registry.py` checks each literal
@@ -8,62 +8,10 @@ Blocks are parameter-name prefixes, stem to top; the family helpers below spell 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from transferkit.backbones.spec import BackboneSpec, Block, PackagedWeights
+from transferkit.data.preprocess import Preprocessing
 
-from transferkit.preprocess import Preprocessing
-
-__all__ = ["BACKBONES", "BackboneSpec", "Block", "PackagedWeights"]
-
-
-@dataclass(frozen=True)
-class Block:
-    """A named unit of the base: the parameter-name prefixes (timm's module paths) that belong to it."""
-
-    name: str
-    prefixes: tuple[str, ...]
-
-    def owns(self, param_name: str) -> bool:
-        return any(param_name == p or param_name.startswith(p + ".") for p in self.prefixes)
-
-
-@dataclass(frozen=True)
-class PackagedWeights:
-    """Pretrained weights shipped inside a pip package as a plain state dict.
-
-    `in_order=True` means the file's tensors map one-to-one, in order, onto timm's state dict (the file uses
-    another implementation's key names); shapes are still checked pair by pair.
-    """
-
-    package: str
-    module: str
-    filename: str
-    sha256: str
-    in_order: bool = True
-    has_imagenet_head: bool = True
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One pretrained network.
-
-    `feature_dim` is the size of the pooled features the base outputs once its classifier is removed (timm's
-    `head_hidden_size`: 4096 for VGG, whose fc6/fc7 stay in the base, 1024/1280 for MobileNetV3's conv head).
-    `params` counts the whole timm network including its 1000-class classifier, as Keras and timm report it.
-    `hub_id` is timm's pretrained tag (`architecture.tag`), which names where timm would fetch the weights.
-    """
-
-    name: str
-    architecture: str
-    aliases: tuple[str, ...]
-    preprocessing: Preprocessing
-    feature_dim: int
-    blocks: tuple[Block, ...]
-    params: int
-    hub_id: str | None = None
-    packaged_weights: PackagedWeights | None = None
-
-    def block_names(self) -> list[str]:
-        return [b.name for b in self.blocks]
+__all__ = ["BACKBONES"]
 
 
 # --- block layouts, one per family -------------------------------------------------------------------------

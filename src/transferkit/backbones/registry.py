@@ -8,7 +8,8 @@ discriminative learning rates work on).
 
 from __future__ import annotations
 
-from transferkit.backbone_table import BACKBONES, BackboneSpec, Block, PackagedWeights
+from transferkit.backbones.spec import BackboneSpec, Block, PackagedWeights
+from transferkit.backbones.table import BACKBONES
 from transferkit.errors import UserError
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneSpec", "Block", "PackagedWeights", "get_backbone", "resolve_layer"]

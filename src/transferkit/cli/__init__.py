@@ -1,0 +1,1 @@
+"""The `transferkit` command line (`main`): a thin layer over the Python API."""

@@ -1,0 +1,192 @@
+"""The training strategies, by name: how much of the pretrained network is trained, and on what.
+
+- `finetune` (the default): the two-stage recipe (`Learner.fine_tune`): the head on the frozen base, then the
+  top blocks unfrozen at lower, spread rates;
+- `frozen`: stage 1 only;
+- `extract`: only the head, on features the frozen base computed once (cached), in seconds.
+
+`train` runs one of them from a folder to a bundle. Each strategy is a function of a `Run` in `STRATEGIES`, so
+a new one (such as an automatic choice) is one more row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit._version import __version__
+from transferkit.backbones.registry import get_backbone
+from transferkit.data.files import LabelledFiles, Sample, check_trainable, load_labelled
+from transferkit.data.split import ImageData, load_images, stratified_split
+from transferkit.evaluation.metrics import Metrics, compute_metrics
+from transferkit.evaluation.predict import evaluate
+from transferkit.features.extract import extract_features
+from transferkit.io.bundle import CHECKPOINT_FILE
+from transferkit.io.logfile import log_to_file
+from transferkit.model import HeadConfig, TransferModel
+from transferkit.runtime import Runtime
+from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar, RestoreBest
+from transferkit.training.config import STRATEGY_NAMES, TrainConfig
+from transferkit.training.features import FeatureBatches, head_optimizer
+from transferkit.training.learner import Learner
+from transferkit.training.loop import Best, Callback, EpochResult, LoopState, Stage, fit
+from transferkit.training.resume import RESUME_FILE, SaveResume, fingerprint, restore, resume_point
+from transferkit.training.run import LOG_FILE, Run, TrainResult, log_backbone, log_data, save_run
+from transferkit.training.schedule import HEAD_LR_RATIO, class_weights
+
+__all__ = ["STRATEGIES", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+
+class StageSummary(Callback):
+    """After each stage of the recipe: validation (and test) metrics of the model with its best weights."""
+
+    TITLES = {"head": "stage 1", "fine-tune": "stage 2"}
+
+    def __init__(self, learner: Learner, test: LabelledFiles | None) -> None:
+        self.learner, self.test = learner, test
+        self.val_metrics: Metrics | None = None
+        self.test_metrics: Metrics | None = None
+
+    def after_fit(self, stage: Stage, history: list[EpochResult]) -> None:
+        if stage.name not in self.TITLES:
+            return
+        learner = self.learner
+        self.val_metrics = evaluate(learner.model, learner.data.val, learner.runtime).metrics
+        line = f"after {self.TITLES[stage.name]}: validation accuracy {self.val_metrics.accuracy:.3f}"
+        if self.test is not None:
+            self.test_metrics = evaluate(learner.model, self.test, learner.runtime).metrics
+            line += f", test accuracy {self.test_metrics.accuracy:.3f}"
+        log.info(line + f" (best weights: {learner.best.where})")
+
+
+def _train_images(run: Run) -> TrainResult:
+    """`finetune` and `frozen`: the recipe on the images, with augmentation, resumable after every epoch."""
+    cfg = run.cfg
+    spec = get_backbone(cfg.backbone)  # an unknown name fails before the data is read
+    test_files = run.test_files()
+    log.info(f"indexing {run.data}")
+    data = load_images(run.data, cfg.val_split, cfg.seed, run.runtime.workers, min_size=spec.preprocessing.resize_size)
+    log_data(data, run.out)
+
+    torch.manual_seed(cfg.seed)
+    model = TransferModel.from_pretrained(cfg.backbone, list(data.classes), HeadConfig(cfg.hidden, cfg.dropout),
+                                          cfg.weights, cfg.layer)
+    model.train_bn = cfg.train_bn
+    log_backbone(model)
+    run_fingerprint = fingerprint(cfg, data)
+    state = resume_point(run.out, run_fingerprint) if run.resume else None
+    learner = Learner(model, data, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
+                      cfg.class_weights, cfg.seed, run.runtime)
+    summary = StageSummary(learner, test_files)
+    checkpoint = Checkpoint(model, run.out / CHECKPOINT_FILE, lambda: {
+        "train_config": cfg.to_json(), "history": [h.to_json() for h in learner.history]})
+    learner.callbacks += [EpochLog(), ProgressBar(), checkpoint, SaveResume(run.out / RESUME_FILE, learner,
+                                                                             run_fingerprint), summary]
+    if state is not None:
+        restore(state, learner)
+    fine_tune_epochs = cfg.fine_tune_epochs if cfg.strategy == "finetune" else 0
+    learner.fine_tune(cfg.epochs, cfg.lr, fine_tune_epochs, cfg.fine_tune_lr, cfg.unfreeze_blocks, cfg.probe_epochs,
+                      cfg.lr_spread, cfg.patience, cfg.warmup_epochs)
+    assert summary.val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
+    save_run(run, model, learner.history, learner.best.where, data, summary.val_metrics, summary.test_metrics)
+    return TrainResult(model, run.out, learner.history, summary.val_metrics, summary.test_metrics,
+                       list(data.skipped), data.val)
+
+
+def _train_on_features(run: Run) -> TrainResult:
+    """`extract`: the base runs once per image (features cached, reused by later runs), then the head trains
+    for `probe_epochs` epochs on the cached features in seconds; the epoch with the lowest validation loss is
+    kept. The bundle is a whole model (base + head) that reads raw images."""
+    cfg, runtime = run.cfg, run.runtime
+    folder = run.features or run.out / "features"
+    test_files = run.test_files()
+    log.info(f"indexing {run.data}")
+    files = load_labelled(run.data)
+    check_trainable(files)
+    torch.manual_seed(cfg.seed)
+    model = TransferModel.from_pretrained(cfg.backbone, list(files.classes), HeadConfig(cfg.hidden, cfg.dropout),
+                                          cfg.weights, cfg.layer)
+    log_backbone(model)
+    cache = extract_features(files, model.backbone, folder, cfg.views, cfg.augmentation, cfg.seed)
+    log.info(f"features: {cache.stats.computed} computed, {cache.stats.reused} reused from {folder}")
+    good = LabelledFiles(files.source, files.classes,
+                         tuple(Sample(p, int(label)) for p, label in zip(cache.paths, cache.labels)))
+    check_trainable(good)
+    train_idx, val_idx = stratified_split(good.labels(), cfg.val_split, cfg.seed)
+    data = ImageData(files.classes, good.subset(train_idx), good.subset(val_idx), cache.skipped)
+    log_data(data, run.out)
+
+    device = runtime.device
+    features = torch.from_numpy(np.array(cache.features))  # a writable copy in memory: training reads it often
+    labels = torch.from_numpy(np.array(cache.labels))
+    x_train, y_train = features[train_idx], labels[train_idx]
+    if cache.views is not None:  # every augmented view is one more training example of its image
+        views = torch.from_numpy(np.array(cache.views[train_idx]))
+        x_train = torch.cat([x_train, views.reshape(-1, views.shape[-1])])
+        y_train = torch.cat([y_train, y_train.repeat_interleave(views.shape[1])])
+    x_val, y_val = features[val_idx].to(device), labels[val_idx].to(device)
+    weight = class_weights(y_train.tolist(), len(files.classes)).to(device) if cfg.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    head = model.head.to(device)
+
+    def validate() -> tuple[float, float]:
+        head.eval()
+        with torch.no_grad():
+            logits = head(x_val)
+        return float(loss_fn(logits, y_val)), float((logits.argmax(1) == y_val).float().mean())
+
+    lr = HEAD_LR_RATIO * cfg.lr
+    batches = FeatureBatches(x_train.to(device), y_train.to(device), cfg.batch_size, cfg.seed)
+    stage = Stage("extract", cfg.probe_epochs, batches, validate, head_optimizer(head, lr, cfg.weight_decay),
+                  {"head": lr}, micro_batch=cfg.batch_size)
+    best = Best()
+    log.info(f"training the head on cached features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
+    history = fit(head, stage, loss_fn, runtime, best, LoopState(),
+                  [EpochLog(logging.DEBUG), RestoreBest(best, head)])
+    model.eval()
+    with torch.no_grad():
+        val_probs = head(x_val).softmax(1).cpu().numpy()
+    val_metrics = compute_metrics(y_val.cpu().numpy(), val_probs, model.class_names)
+    line = f"best {best.where}: validation accuracy {val_metrics.accuracy:.3f}"
+    test_metrics: Metrics | None = None
+    if test_files is not None:
+        test_metrics = evaluate(model, test_files, runtime).metrics
+        line += f", test accuracy {test_metrics.accuracy:.3f}"
+    log.info(line)
+    save_run(run, model, history, best.where, data, val_metrics, test_metrics,
+             {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()})
+    return TrainResult(model, run.out, history, val_metrics, test_metrics, list(data.skipped), data.val)
+
+
+STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {
+    "extract": _train_on_features,
+    "frozen": _train_images,
+    "finetune": _train_images,
+}
+assert tuple(STRATEGIES) == STRATEGY_NAMES, "every strategy TrainConfig accepts has a function here"
+
+
+def train(data: str | os.PathLike[str], out: str | os.PathLike[str], cfg: TrainConfig = TrainConfig(),
+          test: str | os.PathLike[str] | None = None, resume: bool = False,
+          features: str | os.PathLike[str] | None = None, runtime: Runtime | None = None) -> TrainResult:
+    """The whole job: labelled images in `data` → the strategy `cfg.strategy` → a bundle in `out`, with every
+    log line (and the details the console leaves out) in `out/train.log`.
+
+    With the image strategies the full training state is saved in `out/resume.safetensors` after every epoch;
+    `resume=True` continues from it (same options and data required) with the same result as an uninterrupted
+    run. (The extract strategy needs no resuming: its features are cached and its head trains in seconds.)"""
+    run = Run(Path(data), Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
+              resume, Path(features) if features is not None else None, time.perf_counter())
+    with log_to_file(run.out / LOG_FILE):
+        log.debug(f"=== transferkit {__version__} train {run.data} --out {run.out}, "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+        return STRATEGIES[cfg.strategy](run)
