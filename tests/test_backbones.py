@@ -11,7 +11,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from transferkit.backbones.registry import _index, get_backbone
 from transferkit.backbones.weights import build_network
 from transferkit.errors import UserError
-from transferkit.model import HeadConfig, TransferModel
+from transferkit.model import Backbone, HeadConfig, TransferModel
+from transferkit.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "EfficientNet-Lite0", "EFFICIENTNETLITE0",
@@ -29,7 +30,7 @@ def _random_model(spec_name: str, classes: int = 4, head: HeadConfig = HeadConfi
     spec = get_backbone(spec_name)
     net, info = build_network(spec, "random")
     net.reset_classifier(0)
-    return TransferModel(spec, net, [f"c{i}" for i in range(classes)], head, spec.preprocessing, info)
+    return TransferModel(Backbone(spec, net, spec.preprocessing, info), [f"c{i}" for i in range(classes)], head)
 
 
 def test_unfreeze_top_k_makes_exactly_those_blocks_trainable() -> None:
@@ -70,9 +71,13 @@ def test_head_shapes_follow_config() -> None:
     assert hidden.head[0].in_features == 1280 and hidden.head[-1].out_features == 3
 
 
-def test_negative_unfreeze_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="--unfreeze-blocks"):
+def test_negative_unfreeze_is_a_programming_error() -> None:
+    """Bad input from a user is caught where it enters (TrainConfig, the CLI); a negative count reaching the
+    model is a caller's bug, so it is a ValueError, not a UserError."""
+    with pytest.raises(ValueError, match="0 or more blocks"):
         _random_model("efficientnet_lite0").unfreeze_top(-1)
+    with pytest.raises(UserError, match="unfreeze"):
+        TrainConfig(unfreeze_blocks=-1)
 
 
 def test_a_table_with_two_rows_answering_to_one_name_is_refused() -> None:

@@ -13,7 +13,7 @@ from transferkit.backbones.registry import get_backbone, resolve_layer
 from transferkit.backbones.weights import build_network
 from transferkit.cli.main import main
 from transferkit.errors import UserError
-from transferkit.model import HeadConfig, LayerFeatures, TransferModel
+from transferkit.model import Backbone, HeadConfig, LayerFeatures, TransferModel
 
 
 def test_resolve_layer_names_and_depths() -> None:
@@ -36,7 +36,7 @@ def test_cut_base_contract(name: str, layer: str, channels: int | None) -> None:
     net, info = build_network(spec, "random")
     net.reset_classifier(0)
     bn_before = {n: m.running_mean.clone() for n, m in net.named_modules() if isinstance(m, _BatchNorm)}
-    model = TransferModel(spec, net, ["a", "b", "c"], HeadConfig(), spec.preprocessing, info, layer)
+    model = TransferModel(Backbone(spec, net, spec.preprocessing, info, layer), ["a", "b", "c"], HeadConfig())
     assert isinstance(model.base, LayerFeatures) and model.layer is not None
     if channels is not None:
         assert model.feature_dim == channels

@@ -18,7 +18,7 @@ from transferkit.backbones.spec import BackboneSpec
 from transferkit.backbones.table import BACKBONES
 from transferkit.backbones.weights import build_network
 from transferkit.cli.main import main
-from transferkit.model import HeadConfig, TransferModel
+from transferkit.model import Backbone, HeadConfig, TransferModel
 
 CLASSES = [f"c{i}" for i in range(5)]
 # Inception stems need at least 75 px (as Keras documents); ViT needs its fixed size; 64 px is enough elsewhere
@@ -57,7 +57,7 @@ def built(request: pytest.FixtureRequest) -> Built:
     total = sum(p.numel() for p in net.parameters())
     tag = f"{net.pretrained_cfg['architecture']}.{net.pretrained_cfg['tag']}"
     net.reset_classifier(0)
-    model = TransferModel(spec, net, CLASSES, HeadConfig(), spec.preprocessing, info)
+    model = TransferModel(Backbone(spec, net, spec.preprocessing, info), CLASSES, HeadConfig())
     return Built(spec, model, total, tag)
 
 
@@ -182,8 +182,7 @@ def test_mid_layer_cut_builds_and_covers_its_parameters(built: Built) -> None:
     """`--layer mid` works for every row: the cut base (sharing the row's modules) pools to a vector and its
     blocks still own every parameter exactly once."""
     spec = built.spec
-    cut = TransferModel(spec, built.model.base, CLASSES, HeadConfig(), spec.preprocessing, built.model.weights_info,
-                        "mid")
+    cut = TransferModel(Backbone(spec, built.model.base, spec.preprocessing, built.model.weights_info, "mid"), CLASSES)
     assert cut.layer is not None and cut.layer != spec.block_names()[-1]
     size = spec.preprocessing.input_size if spec.name == "vit_b16" else max(64, _MIN_SIZE.get(spec.name, 64))
     cut.eval()

@@ -23,7 +23,6 @@ from transferkit.backbones.registry import get_backbone, resolve_layer
 from transferkit.backbones.spec import BackboneSpec
 from transferkit.backbones.weights import WeightsInfo, build_network
 from transferkit.data.preprocess import Preprocessing
-from transferkit.errors import UserError
 
 __all__ = ["Backbone", "HeadConfig", "LayerFeatures", "ParamGroup", "TransferModel"]
 
@@ -190,7 +189,7 @@ class TransferModel(nn.Module):
         """Make the top `blocks` blocks of the base trainable (None or too many: all); freeze the rest."""
         names = list(self._block_params)
         if blocks is not None and blocks < 0:
-            raise UserError(f"--unfreeze-blocks must be 0 or more, got {blocks}")
+            raise ValueError(f"unfreeze_top takes 0 or more blocks (None: all), got {blocks}")
         count = len(names) if blocks is None else min(blocks, len(names))
         trainable = set(names[len(names) - count:])
         for name, params in self._block_params.items():
