@@ -183,7 +183,7 @@ def from_scratch(train_csv: Path, test: TestSet, seed: int, backbone: str, epoch
 
 
 def with_config(cfg: TrainConfig, frozen_base: bool) -> Callable[[Path, TestSet, int, Path, bool], Outcome]:
-    """(c), (d), (e): `workflow.train` with `cfg`. A model whose base stayed frozen is scored on the cached
+    """(c), (d), (e): `transferkit.train` with `cfg`. A model whose base stayed frozen is scored on the cached
     test features (the same numbers as `evaluate`, without a second pass of the base) unless `exact_eval`."""
 
     def run(train_csv: Path, test: TestSet, seed: int, out: Path, exact_eval: bool) -> Outcome:

@@ -1,6 +1,6 @@
 """The backbone table: one frozen spec per pretrained network, looked up by name or alias.
 
-Adding a backbone is adding a row (in `transferkit/backbone_table.py`): the timm architecture that builds it,
+Adding a backbone is adding a row (in `transferkit/backbones/table.py`): the timm architecture that builds it,
 where its weights can come from (with their sha256), the preprocessing it was trained with, its pooled feature
 size, its parameter count and its named blocks from stem to top (the units that `unfreeze_top(k)` and
 discriminative learning rates work on).

@@ -85,10 +85,8 @@ class Learner:
 
     def _state_for(self, name: str) -> LoopState:
         """A fresh state for a new stage; the restored one for the stage a resumed run was in (once)."""
-        if self._resumed is not None and self._resumed.stage == name:
-            self.state, self._resumed = self._resumed, None
-        else:
-            self.state = LoopState()
+        resumed, self._resumed = self._resumed, None
+        self.state = resumed if resumed is not None and resumed.stage == name else LoopState()
         return self.state
 
     def probe(self, epochs: int = 30, lr: float | None = None) -> EpochResult:

@@ -5,7 +5,7 @@ weights, the AdamW moments, the best weights so far, and the random states (torc
 and in its JSON header the stage, epoch and step, the early-stopping count, the history, the optimizer's
 hyper-parameters, the training config and a fingerprint of the data split. Because it is one file replaced by
 a rename, a crash leaves either the previous epoch's state or the new one, never a mix. With it (and the
-epoch-seeded batches of `sampling.py`) a run killed and resumed any number of times ends with the same weights,
+epoch-seeded batches of `data/loaders.py`) a run killed and resumed any number of times ends with the same weights,
 bit for bit on a CPU, as a run never interrupted.
 """
 

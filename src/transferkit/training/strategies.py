@@ -89,7 +89,7 @@ def _train_images(run: Run) -> TrainResult:
     summary = StageSummary(learner, test_files)
     checkpoint = Checkpoint(model, run.out / CHECKPOINT_FILE, lambda: {
         "train_config": cfg.to_json(), "history": [h.to_json() for h in learner.history]})
-    learner.callbacks += [EpochLog(), ProgressBar(), checkpoint, SaveResume(run.out / RESUME_FILE, learner,
+    learner.callbacks += [ProgressBar(), EpochLog(), checkpoint, SaveResume(run.out / RESUME_FILE, learner,
                                                                              run_fingerprint), summary]
     if state is not None:
         restore(state, learner)
