@@ -168,6 +168,9 @@ def test_cli_extract_then_train_on_features_gives_a_bundle_that_reads_raw_images
     model, meta = bundle.model, bundle.meta
     assert meta["train_config"]["strategy"] == "extract" and meta["features"]["key"]["backbone"] == "efficientnet_lite0"
     assert [h["stage"] for h in meta["history"]] == ["extract"] * 30
+    # what the extraction did, and nothing private: the rows' content hashes live in the cache, not its stats
+    assert set(meta["features"]["stats"]) == {"reused", "computed", "removed", "engine", "seconds",
+                                              "images_per_second"}
     evaluation = evaluate(model, photo_test_data)
     metrics, skipped = evaluation.metrics, evaluation.skipped
     assert not skipped and metrics.accuracy >= 0.9

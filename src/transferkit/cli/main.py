@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
-        keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see transferkit/cli/allocator.py
+        keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py
     try:
         _console_logging()
         runtime = Runtime.detect(workers=extract_workers() if args.command == "extract" else None)

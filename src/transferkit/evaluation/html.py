@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from transferkit.evaluation.predict import score
 from transferkit.evaluation.report import Calibration, ReportData, build_report
 from transferkit.io.atomic import atomic_write_text
 from transferkit.model import TransferModel
+from transferkit.runtime import Runtime
 
 __all__ = ["METRICS_FILE", "SECTIONS", "render_html", "write_report"]
 
@@ -35,12 +37,15 @@ THUMBNAIL = 128
 _TRAIN, _VAL = "#1f77b4", "#d62728"
 
 
-def write_report(model: TransferModel, meta: dict[str, Any], files: LabelledFiles | Path, out: Path,
-                 evaluated_on: str, on_validation_split: bool = False) -> ReportData:
+def write_report(model: TransferModel, meta: dict[str, Any], files: LabelledFiles | str | os.PathLike[str],
+                 out: str | os.PathLike[str], evaluated_on: str, on_validation_split: bool = False,
+                 runtime: Runtime | None = None) -> ReportData:
     """Score `files` once, build every number, write `out` (HTML) and `metrics.json` beside it, atomically."""
+    out = Path(out)
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder: give the report's file name, such as {out / 'report.html'}")
-    scored = score(model, files)
+        raise UserError(f"the report path {out} is a folder: give the report's file name, such as "
+                        f"{out / 'report.html'}")
+    scored = score(model, files, runtime)
     report = build_report(meta, scored.labels, scored.probs, scored.paths, scored.skipped, evaluated_on,
                           on_validation_split)
     atomic_write_text(out, render_html(report, title=f"transferkit report: {meta.get('backbone', {}).get('name')}"

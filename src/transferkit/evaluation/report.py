@@ -232,7 +232,7 @@ def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int) -> list[t
 
 def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, paths: list[Path],
                  skipped: list[Path], evaluated_on: str, on_validation_split: bool = False) -> ReportData:
-    """Every number and warning of the report from one inference pass (`evaluation.predict.score`) and the bundle JSON."""
+    """Every number and warning of the report from one inference pass (`predict.score`) and the bundle JSON."""
     names = list(meta["class_names"])
     metrics = compute_metrics(labels, probs, names)
     correct = int((probs.argmax(axis=1) == labels).sum())
