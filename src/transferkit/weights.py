@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub.constants
 import timm
 import torch
-from huggingface_hub import hf_hub_download, hf_hub_url, is_offline_mode, try_to_load_from_cache
+from huggingface_hub import hf_hub_download, hf_hub_url, try_to_load_from_cache
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 from torch import nn
@@ -173,7 +174,7 @@ def _download(spec: BackboneSpec, kind: str, location: str) -> Path:
     if kind == "hf-hub":
         cfg = get_pretrained_cfg(spec.hub_id) if spec.hub_id else None
         filename = (cfg.hf_hub_filename if cfg else None) or "model.safetensors"
-        if not is_offline_mode():  # in offline mode the hub itself answers at once, without the network
+        if not huggingface_hub.constants.HF_HUB_OFFLINE:  # then the hub answers at once, without the network
             _require_reachable(spec, hf_hub_url(repo_id=location, filename=filename))
         with _quiet_hub_retries():
             return Path(hf_hub_download(repo_id=location, filename=filename))
