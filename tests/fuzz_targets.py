@@ -3,15 +3,16 @@
 The properties: `load_image` on any bytes returns an 8-bit RGB image or raises `BadImage` (nothing else, no
 hang); `read_manifest` on any text returns labelled files that all lie inside the manifest's folder, or raises
 `UserError`. `tests/test_fuzz.py` runs each for a few seconds; `benchmarks/fuzz.py --minutes 10` for longer.
+Images decode under a small pixel budget (`FUZZ_PIXEL_BUDGET`) so that no single example takes seconds.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from transferkit.data.files import read_manifest
 from transferkit.data.images import BadImage, load_image
 from transferkit.errors import UserError
 
-__all__ = ["TARGETS", "run_for"]
+__all__ = ["TARGETS", "fuzz_for", "run_for"]
 
 _EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
@@ -67,12 +68,30 @@ def _mutated_image(draw: st.DrawFn) -> tuple[str, bytes]:
     return fmt, bytes(buffer)
 
 
+# Pillow's own limit is ~89M pixels: one flipped byte in a seed's header makes a file of a few hundred bytes
+# claim 80M, and decoding and converting that took 8-10 s (several GB) on an idle machine, 98 s for a test
+# meant to take 4 on a busy one. A 1M-pixel budget takes the same code paths; above it the file must come back
+# as BadImage("too large").
+FUZZ_PIXEL_BUDGET = 1 << 20
+
+
+@contextmanager
+def _pixel_budget(pixels: int) -> Iterator[None]:
+    """Pillow's documented limit (`Image.MAX_IMAGE_PIXELS`), lowered while one example decodes."""
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def check_image_bytes(fmt: str, data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"fuzz{_EXTENSIONS[fmt]}"
         path.write_bytes(data)
         try:
-            image = load_image(path, min_size=8)
+            with _pixel_budget(FUZZ_PIXEL_BUDGET):
+                image = load_image(path, min_size=8)
         except BadImage as exc:
             assert exc.path == path and exc.reason
             return
@@ -131,18 +150,35 @@ TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], None]]] = {
 
 
 def run_for(target: str, seconds: float, batch: int = 200) -> int:
-    """Run one target in rounds of `batch` random examples until `seconds` have passed; returns the number of
-    examples tried. A failing example raises (hypothesis prints the shrunk input)."""
+    """Run one target for about `seconds`; returns the number of examples checked. See `fuzz_for`."""
     strategy, check = TARGETS[target]
-    tried = itertools.count()
+    return fuzz_for(strategy, check, seconds, batch)
+
+
+def fuzz_for(strategy: st.SearchStrategy[Any], check: Callable[[Any], None], seconds: float, batch: int = 200) -> int:
+    """Check random examples in rounds of `batch` until `seconds` have passed; returns the number checked.
+
+    The clock is read before every example, not only between rounds (a round may hold slow examples): once
+    time is up, the rest of the round passes unchecked, at the cost of generating it. A check that fails stops
+    the clock for good, so hypothesis shrinks the failure to its simplest example however long that takes
+    (an example it saw fail, then pass unchecked, would be reported as 'flaky', unshrunk)."""
+    deadline = time.monotonic() + seconds
+    tried = 0
+    failed = False
 
     def counted(case: Any) -> None:
-        next(tried)
-        check(case)
+        nonlocal tried, failed
+        if time.monotonic() >= deadline and not failed:
+            return
+        tried += 1
+        try:
+            check(case)
+        except Exception:
+            failed = True
+            raise
 
     test = settings(max_examples=batch, deadline=None, database=None, suppress_health_check=list(HealthCheck))(
         given(strategy)(counted))
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
+    while time.monotonic() < deadline:
         test()
-    return next(tried)
+    return tried

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones.registry import _index, get_backbone
+from transferkit.backbones.registry import KERAS_WITHOUT_A_ROW, _index, get_backbone
+from transferkit.backbones.table import BACKBONES
 from transferkit.backbones.weights import build_network
 from transferkit.errors import UserError
 from transferkit.model import Backbone, HeadConfig, TransferModel
@@ -21,9 +22,67 @@ def test_aliases_are_case_insensitive(name: str) -> None:
     assert get_backbone(name).name == "efficientnet_lite0"
 
 
-def test_unknown_backbone_names_the_choices() -> None:
-    with pytest.raises(UserError, match=r"unknown backbone 'resnet9000'.*efficientnet_lite0"):
-        get_backbone("resnet9000")
+# Every name in keras.applications (Keras 3): each has a row or an entry saying why not.
+KERAS_APPLICATIONS = (
+    "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtSmall", "ConvNeXtTiny", "ConvNeXtXLarge", "DenseNet121",
+    "DenseNet169", "DenseNet201", *(f"EfficientNetB{i}" for i in range(8)), "EfficientNetV2B0", "EfficientNetV2B1",
+    "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2L", "EfficientNetV2M", "EfficientNetV2S",
+    "InceptionResNetV2", "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
+    "NASNetLarge", "NASNetMobile", "ResNet101", "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2",
+    "VGG16", "VGG19", "Xception",
+)
+WRONG_NAMES = ("resnet9000", "resnt50", "EficientNetB0", "vit_b32", "qqqqqq", "", "NASNetMobile", "resnet152-v2",
+               "ConvNeXtXLarge", "efficientnetv2b0", "x" * 200, "\x00\n" * 100, "é" * 200,
+               "\U000e0001" * 200)
+CANONICAL = {spec.name for spec in BACKBONES}
+
+
+def _message(name: str) -> str:
+    with pytest.raises(UserError) as error:
+        get_backbone(name)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("name", WRONG_NAMES, ids=lambda n: repr(n[:12]))
+def test_unknown_backbone_message_is_one_short_line(name: str) -> None:
+    message = _message(name)
+    assert len(message) < 300 and "\n" not in message, message
+
+
+@pytest.mark.parametrize(("name", "first"), [("resnet9000", "resnet50"), ("resnt50", "resnet50"),
+                                             ("EficientNetB0", "efficientnet_b0"), ("vit_b32", "vit_b16")])
+def test_a_near_miss_gets_up_to_three_canonical_names(name: str, first: str) -> None:
+    """Aliases are matched too, but the suggestion is always the row's own name, each once."""
+    message = _message(name)
+    assert message.startswith(f"unknown backbone {name!r}: did you mean {first}"), message
+    suggested = message.split("did you mean ", 1)[1].split("?")[0].split(", ")
+    assert 1 <= len(suggested) <= 3 and len(set(suggested)) == len(suggested)
+    assert set(suggested) <= CANONICAL, suggested
+
+
+def test_nothing_close_points_to_the_list() -> None:
+    assert _message("qqqqqq") == "unknown backbone 'qqqqqq': see `transferkit models` for the list"
+
+
+def test_a_long_name_is_echoed_truncated() -> None:
+    message = _message("x" * 200)
+    assert "x" * 40 in message and "x" * 60 not in message and "…" in message
+
+
+@pytest.mark.parametrize(("name", "nearest"), [("NASNetMobile", "mobilenet_v3_large"),
+                                               ("resnet152-v2", "resnet152"), ("ResNet152V2", "resnet101_v2")])
+def test_keras_names_without_a_pytorch_port_say_so(name: str, nearest: str) -> None:
+    message = _message(name)
+    assert "no pretrained PyTorch port in timm" in message and nearest in message, message
+
+
+def test_every_keras_application_has_a_row_or_says_why_not() -> None:
+    absent = {key.lower() for key in KERAS_WITHOUT_A_ROW}
+    for name in KERAS_APPLICATIONS:
+        has_row = name.lower() in {alias.lower() for spec in BACKBONES for alias in (spec.name, *spec.aliases)}
+        assert has_row != (name.lower() in absent), f"{name}: a row and an entry, or neither"
+    for entry in KERAS_WITHOUT_A_ROW.values():
+        assert entry.nearest and all(get_backbone(n).name == n for n in entry.nearest), entry
 
 
 def _random_model(spec_name: str, classes: int = 4, head: HeadConfig = HeadConfig()) -> TransferModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+import transferkit
 from transferkit.backbones.registry import get_backbone, resolve_layer
 from transferkit.backbones.weights import build_network
 from transferkit.cli.main import main
@@ -73,3 +75,23 @@ def test_train_with_a_mid_layer_round_trips_through_the_bundle(
     assert main(["predict", str(out), str(photo_test_data / "cat"), "--json", "--top", "1"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert sum(r["predictions"][0]["label"] == "cat" for r in rows) >= 3
+
+
+def _private_imports(source: Path) -> list[str]:
+    """Modules named in `source`'s imports that some library keeps private (a path part starting with `_`)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    ours = ("transferkit", "__future__")
+    return [n for n in names if not n.startswith(ours) and any(p.startswith("_") for p in n.split("."))]
+
+
+def test_the_package_imports_no_private_module_of_a_library() -> None:
+    """Cutting the base uses timm's public `create_feature_extractor`: a private module (`timm.models._features_fx`)
+    may move in any release, and the pinned range in pyproject.toml only vouches for the public API."""
+    package = Path(transferkit.__file__).parent
+    found = {str(p.relative_to(package)): _private_imports(p) for p in sorted(package.rglob("*.py"))}
+    assert {file: names for file, names in found.items() if names} == {}

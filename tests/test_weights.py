@@ -5,17 +5,34 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
+import os
 import pickle
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from safetensors.torch import save, save_file
 
 from transferkit.backbones.registry import get_backbone
-from transferkit.backbones.weights import build_network, weight_sources, weights_available
+from transferkit.backbones.weights import (
+    _HUB_RETRY_LOGGER,
+    PROBE_TIMEOUT_S,
+    _quiet_hub_retries,
+    _reachable,
+    build_network,
+    weight_sources,
+    weights_available,
+)
 from transferkit.errors import UserError
 
 
@@ -170,3 +187,66 @@ def test_torchvision_state_dicts_load_and_compute_the_same_function(name: str, t
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def _hub_reachable() -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def _timed_run(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+    return proc, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("endpoint", [None, "https://huggingface.invalid"], ids=["huggingface.co", "unresolvable"])
+def test_offline_missing_weights_is_one_line_at_once(tmp_path: Path, endpoint: str | None) -> None:
+    """Not in offline mode (the hub would retry five times with backoff, logging each retry, ~30 s), yet
+    without network: the answer is our one line, as fast as a run that never looks for weights. The hub's
+    own endpoint where this machine cannot reach it, and an endpoint that resolves nowhere (RFC 6761)."""
+    if endpoint is None and _hub_reachable():
+        pytest.skip("huggingface.co is reachable from here: this would download resnet50's weights")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    env.update(TRANSFERKIT_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"),
+               TORCH_HOME=str(tmp_path / "torch"), **({"HF_ENDPOINT": endpoint} if endpoint else {}))
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(image)
+    _, imports = _timed_run(["-c", "import transferkit.cli.main, transferkit.evaluation.predict"], env)
+    proc, total = _timed_run(["-m", "transferkit.cli", "classify", str(image), "--backbone", "resnet50"], env)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert re.fullmatch(r"transferkit: error: pretrained weights for resnet50 are missing \(offline or unreachable"
+                        r".*internet access so they download from timm/resnet50.tv_in1k.*--weights PATH.*"
+                        r"--weights random.*\n", proc.stderr), proc.stderr
+    assert total - imports < 3, f"{total:.1f} s in all, {imports:.1f} s of it imports"
+
+
+def test_reachability_probe_uses_real_sockets() -> None:
+    """A listening local port is reachable, a closed one and a name that resolves nowhere are not; each answer
+    comes within the probe's time limit."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert _reachable(f"http://127.0.0.1:{port}/weights.pth")
+    start = time.perf_counter()
+    assert not _reachable(f"http://127.0.0.1:{port}/weights.pth")  # closed now
+    assert not _reachable("https://huggingface.invalid/timm/resnet50.tv_in1k")
+    assert time.perf_counter() - start < 2 * PROBE_TIMEOUT_S
+
+
+def test_hub_retry_warnings_are_quieted_in_the_downloading_thread_only(caplog: pytest.LogCaptureFixture) -> None:
+    """The logger quieted is the one the hub's retry loop writes to (a hub upgrade that moves it fails here),
+    and only the downloading thread's records are dropped: a server's other threads keep their logs."""
+    import huggingface_hub.utils._http as hub_http
+
+    assert hub_http.logger is logging.getLogger(_HUB_RETRY_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=_HUB_RETRY_LOGGER), _quiet_hub_retries():
+        hub_http.logger.warning("Retrying in 1s [Retry 1/5].")
+        other = threading.Thread(target=hub_http.logger.warning, args=("from another thread",))
+        other.start()
+        other.join()
+    hub_http.logger.warning("after the download")
+    assert [r.getMessage() for r in caplog.records] == ["from another thread", "after the download"]

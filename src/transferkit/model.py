@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models._features_fx import create_feature_extractor
+from timm.models import create_feature_extractor
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 

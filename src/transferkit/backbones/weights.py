@@ -2,7 +2,8 @@
 
 Sources, in order: a file the user names (safetensors, or a PyTorch state dict read with
 `weights_only=True`; timm or torchvision key names), the pip package the spec names (hash-checked), timm's
-file in the local cache, then a download when online. `"random"` must be asked for.
+file in the local cache, then a download when online (first one short connect to see whether the download's
+host can be reached at all, so that offline the answer is one line at once). `"random"` must be asked for.
 `weight_sources` / `weights_available` also name timm's own download location (its hub id) and say whether
 that file is already in the local cache; nothing here ever goes to the network.
 """
@@ -12,14 +13,22 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import inspect
+import logging
 import pickle
+import socket
 import sys
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub.constants
 import timm
 import torch
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub import hf_hub_download, hf_hub_url, try_to_load_from_cache
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 from torch import nn
@@ -30,6 +39,8 @@ from transferkit.errors import UserError
 __all__ = ["WeightsInfo", "build_network", "sha256_file", "weight_sources", "weights_available"]
 
 RANDOM = "random"
+PROBE_TIMEOUT_S = 1.5  # the one connect that tells online from offline before a download
+_HUB_RETRY_LOGGER = "huggingface_hub.utils._http"  # logs each of the hub's five retries
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,82 @@ def _missing_weights_message(spec: BackboneSpec, reason: str) -> str:
             f"or pass --weights random to train from scratch")
 
 
+def _connect_target(url: str) -> tuple[str, int]:
+    """The host and port a download of `url` opens first: the proxy's when one is configured for it."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection towards `url` opens within `timeout` seconds.
+
+    Why: offline, the hub retries five times with backoff (~30 s, a log line each) before it gives up, and
+    urllib can wait minutes on a route that drops packets; one bounded connect answers at once. It runs in a
+    daemon thread because the name look-up (getaddrinfo) takes no timeout of its own."""
+    address = _connect_target(url)
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=connect, name="transferkit-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer == [True]
+
+
+class _ThisThreadOnly(logging.Filter):
+    """Drops the records one thread logs, so that quieting a download leaves other threads' logs alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+@contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Hide the hub's per-retry warnings during our download: a failure ends in our one line that says why."""
+    logger, quiet = logging.getLogger(_HUB_RETRY_LOGGER), _ThisThreadOnly()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _download(spec: BackboneSpec, kind: str, location: str) -> Path:
+    """Download timm's weights file from the Hugging Face hub (`kind` "hf-hub") or a URL (`kind` "url")."""
+    if kind == "hf-hub":
+        cfg = get_pretrained_cfg(spec.hub_id) if spec.hub_id else None
+        filename = (cfg.hf_hub_filename if cfg else None) or "model.safetensors"
+        if not huggingface_hub.constants.HF_HUB_OFFLINE:  # then the hub answers at once, without the network
+            _require_reachable(spec, hf_hub_url(repo_id=location, filename=filename))
+        with _quiet_hub_retries():
+            return Path(hf_hub_download(repo_id=location, filename=filename))
+    _require_reachable(spec, location)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(location).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(location, str(path), progress=True)
+    return path
+
+
+def _require_reachable(spec: BackboneSpec, url: str) -> None:
+    if not _reachable(url):
+        host, port = _connect_target(url)
+        raise UserError(_missing_weights_message(spec, f"offline or unreachable: no connection to {host}:{port}"))
+
+
 def _hub_file(spec: BackboneSpec) -> tuple[str, Path]:
     """timm's weights file for `spec`: from the local cache, else downloaded (safetensors from the Hugging Face
     hub where timm has them, which never needs unpickling)."""
@@ -115,14 +202,7 @@ def _hub_file(spec: BackboneSpec) -> tuple[str, Path]:
         return source, cached
     kind, location = source.split(":", 1)
     try:
-        if kind == "hf-hub":
-            cfg = get_pretrained_cfg(spec.hub_id) if spec.hub_id else None
-            filename = (cfg.hf_hub_filename if cfg else None) or "model.safetensors"
-            return source, Path(hf_hub_download(repo_id=location, filename=filename))
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(location).name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(location, str(path), progress=True)
-        return source, path
+        return source, _download(spec, kind, location)
     except OSError as exc:  # offline, DNS failure, HTTP error, or the hub's LocalEntryNotFoundError
         raise UserError(_missing_weights_message(spec, f"offline or unreachable: {type(exc).__name__}")) from None
 

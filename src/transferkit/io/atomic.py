@@ -3,58 +3,69 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "remove_stale_temporaries"]
 
+_NAME_TRIES = 100
+
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[Path]:
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path in `path`'s folder to write to (by any means: numpy memmaps, exporters); on success it
     is fsynced and renamed over `path`, on failure removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should be like any new file
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temporary(target)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temporary(path: Path) -> Path:
+    """Create `.{name}.XXXXXXXX.tmp` beside `path` with mode 0o666 so the kernel applies the umask, as for any
+    new file. Reading the umask would mean setting it (`os.umask` has no getter): a process-wide change that
+    another thread could observe, so it is never touched."""
+    for _ in range(_NAME_TRIES):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path} after {_NAME_TRIES} tries")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync it, then rename it over `path`."""
     with atomic_writer(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """UTF-8 whatever the locale, so a file written on one machine reads the same on another."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files that a write killed before its rename left behind (a SIGKILL skips the
     clean-up above); returns them. Only names `atomic_write_bytes` makes are touched."""
-    stale = sorted(folder.glob(".*.*.tmp")) if folder.is_dir() else []
+    where = Path(folder)
+    stale = sorted(where.glob(".*.*.tmp")) if where.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
