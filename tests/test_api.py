@@ -76,7 +76,8 @@ def test_str_paths_are_accepted_everywhere(photo_data: Path, photo_test_data: Pa
     assert data.classes == ("astronaut", "cat", "coffee")
     assert load_labelled(str(photo_test_data)).classes == data.classes
     backbone = trained_run.model.backbone
-    cache = tk.extract_features(str(photo_test_data), backbone, str(tmp_path / "features"), workers=0)
+    cache = tk.extract_features(str(photo_test_data), backbone, str(tmp_path / "features"), engine="torch",
+                                workers=0)
     assert cache.features.shape == (12, backbone.feature_dim)
     assert tk.load_features(str(tmp_path / "features")).paths == cache.paths
     evaluation = tk.evaluate(trained_run.model, str(photo_test_data))

@@ -89,7 +89,9 @@ def _applies(case: Case, command: str) -> bool:
     return case.needs <= COMMANDS[command].takes
 
 
-PAIRS = [pytest.param(case, command, id=f"{case.name}-{command}")
+# Every case through `predict` in the fast loop (`-m "not slow"`); through the other commands in the full suite.
+PAIRS = [pytest.param(case, command, id=f"{case.name}-{command}",
+                      marks=() if command == "predict" else pytest.mark.slow)
          for case in CASES for command in COMMANDS if _applies(case, command)]
 
 
@@ -224,6 +226,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_unreadable_file_as_unprivileged_user(good_data: Path, trained_run: TrainResult) -> None:
     """As a user who may not read it, a permission-denied file is skipped and named by every command."""
     prefix = _unprivileged_prefix()

@@ -13,7 +13,7 @@ import torch
 from timm.models import get_pretrained_cfg
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.registry import DEFAULT_BACKBONE, get_backbone
 from transferkit.backbones.spec import BackboneSpec
 from transferkit.backbones.table import BACKBONES
 from transferkit.backbones.weights import build_network
@@ -49,7 +49,12 @@ class Built:
     pretrained_tag: str
 
 
-@pytest.fixture(scope="module", params=BACKBONES, ids=lambda s: s.name)
+# Building all 38 networks takes minutes: the default backbone stays in the fast loop (`-m "not slow"`).
+_ROWS = [pytest.param(spec, id=spec.name, marks=() if spec.name == DEFAULT_BACKBONE else pytest.mark.slow)
+         for spec in BACKBONES]
+
+
+@pytest.fixture(scope="module", params=_ROWS)
 def built(request: pytest.FixtureRequest) -> Built:
     """One network per row for the whole module (pytest runs each row's tests together, so one is alive at once)."""
     spec: BackboneSpec = request.param

@@ -99,6 +99,7 @@ def test_class_names_and_paths_are_escaped() -> None:
     assert "image unavailable" in page  # the mistake's file is gone: a placeholder, not a crash
 
 
+@pytest.mark.slow
 def test_train_with_report_evaluates_the_validation_split(tmp_path: Path, photo_data: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = Path(shutil.copytree(photo_data, tmp_path / "data"))

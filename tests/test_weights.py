@@ -175,7 +175,8 @@ def test_user_weights_without_the_classifier_load_for_any_classifier_name(tmp_pa
     assert build_network(spec, str(path))[1].has_imagenet_head
 
 
-@pytest.mark.parametrize("name", ["resnet50", "vgg16", "densenet121", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", *(pytest.param(n, marks=pytest.mark.slow)
+                                                     for n in ("resnet50", "vgg16", "densenet121"))])
 def test_torchvision_state_dicts_load_and_compute_the_same_function(name: str, tmp_path: Path) -> None:
     """A torchvision checkpoint (its key names) loads into the timm network and gives torchvision's outputs."""
     torch.manual_seed(0)
