@@ -94,8 +94,9 @@ def _train_images(run: Run) -> TrainResult:
     if state is not None:
         restore(state, learner)
     fine_tune_epochs = cfg.fine_tune_epochs if cfg.strategy == "finetune" else 0
-    learner.fine_tune(cfg.epochs, cfg.lr, fine_tune_epochs, cfg.fine_tune_lr, cfg.unfreeze_blocks, cfg.probe_epochs,
-                      cfg.lr_spread, cfg.patience, cfg.warmup_epochs)
+    learner.fine_tune(epochs=cfg.epochs, lr=cfg.lr, fine_tune_epochs=fine_tune_epochs, fine_tune_lr=cfg.fine_tune_lr,
+                      unfreeze_blocks=cfg.unfreeze_blocks, probe_epochs=cfg.probe_epochs, lr_spread=cfg.lr_spread,
+                      patience=cfg.patience, warmup_epochs=cfg.warmup_epochs)
     assert summary.val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
     save_run(run, model, learner.history, learner.best.where, data, summary.val_metrics, summary.test_metrics)
     return TrainResult(model, run.out, learner.history, summary.val_metrics, summary.test_metrics,
@@ -116,7 +117,7 @@ def _train_on_features(run: Run) -> TrainResult:
     model = TransferModel.from_pretrained(cfg.backbone, list(files.classes), HeadConfig(cfg.hidden, cfg.dropout),
                                           cfg.weights, cfg.layer)
     log_backbone(model)
-    cache = extract_features(files, model.backbone, folder, cfg.views, cfg.augmentation, cfg.seed)
+    cache = extract_features(files, model.backbone, folder, cfg.views, cfg.augmentation, cfg.seed, runtime)
     log.info(f"features: {cache.stats.computed} computed, {cache.stats.reused} reused from {folder}")
     good = LabelledFiles(files.source, files.classes,
                          tuple(Sample(p, int(label)) for p, label in zip(cache.paths, cache.labels)))
