@@ -17,7 +17,7 @@ from PIL import Image
 from transferkit.cli.main import main
 from transferkit.data.files import load_labelled
 from transferkit.data.images import load_image
-from transferkit.data.preprocess import eval_transform
+from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
 from transferkit.evaluation.metrics import compute_metrics
 from transferkit.evaluation.predict import evaluate, infer_files, predict

@@ -28,8 +28,9 @@ from transferkit._version import __version__
 from transferkit.backbones.weights import sha256_file
 from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.images import BadImage, file_problem, load_image, os_error_reason
-from transferkit.data.preprocess import Augmentation, Preprocessing, eval_transform, train_transform
+from transferkit.data.preprocess import Augmentation, Preprocessing
 from transferkit.data.scan import repeated_files
+from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.features.cache import (
     FORMAT,
     FORMAT_VERSION,
