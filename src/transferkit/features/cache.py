@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.backbones.weights import sha256_file
 from transferkit.errors import UserError
+from transferkit.io.hashing import sha256_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExtractStats", "FeatureSet", "describe", "load_checked",
            "load_features"]

@@ -25,11 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from transferkit._version import __version__
-from transferkit.backbones.weights import sha256_file
 from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.images import BadImage, file_problem, load_image, os_error_reason
 from transferkit.data.preprocess import Augmentation, Preprocessing
-from transferkit.data.scan import repeated_files
+from transferkit.data.repeats import repeated_files
 from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.features.cache import (
     FORMAT,
@@ -42,6 +41,7 @@ from transferkit.features.cache import (
 )
 from transferkit.features.engine import Engine, make_engine, module_sha256
 from transferkit.io.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
+from transferkit.io.hashing import sha256_file
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
 
