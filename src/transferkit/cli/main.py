@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from transferkit._version import __version__
-from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.cli import commands
 from transferkit.cli.allocator import keep_freed_memory
 from transferkit.cli.crashlog import report_internal_error
@@ -31,7 +30,8 @@ from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check
 
 __all__ = ["main"]
 
-EXTRACT_FIELDS = ("backbone", "weights", "layer", "views", "seed")  # extract's flags that mean what train's do
+# flags of other commands that mean what train's do: generated and checked from the same field metadata
+SHARED_FIELDS = {"extract": ("backbone", "weights", "layer", "views", "seed"), "classify": ("backbone", "weights")}
 
 
 def flag(name: str) -> str:
@@ -99,7 +99,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p = sub.add_parser("extract", help="run the frozen base once over DATA and cache its pooled features")
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cache folder (reused and updated by later runs)")
-    _add_config_flags(p, EXTRACT_FIELDS)
+    _add_config_flags(p, SHARED_FIELDS["extract"])
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
 
@@ -122,8 +122,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     p = sub.add_parser("classify", help="ImageNet classes from the pretrained backbone, no training")
     p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    p.add_argument("--weights", default=None)
+    _add_config_flags(p, SHARED_FIELDS["classify"])
     p.add_argument("--top", type=_argparse_type(_top_k), default=5)
     p.add_argument("--json", action="store_true")
 
@@ -136,14 +135,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
 
 def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> TrainConfig | None:
-    """`train`'s flags as a `TrainConfig` (None for other commands), every value checked by `TrainConfig`'s
-    field metadata; a value it refuses is argparse's one-line error (exit 2) naming the flag."""
+    """`train`'s flags as a `TrainConfig` (None for other commands, whose shared flags are checked alone), every
+    value checked by `TrainConfig`'s field metadata; a value it refuses is argparse's one-line error (exit 2)
+    naming the flag."""
     try:
         if args.command == "train":
             return TrainConfig(**{name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag})
-        if args.command == "extract":
-            for name in EXTRACT_FIELDS:
-                check_field(name, getattr(args, name))
+        for name in SHARED_FIELDS.get(args.command, ()):
+            check_field(name, getattr(args, name))
         return None
     except ConfigError as exc:
         command.error(f"argument {flag(exc.name)}: must be {exc.expected}, got {shown(exc.value)}")
