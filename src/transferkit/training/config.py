@@ -19,7 +19,8 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option", "TrainConfig", "check_field", "option"]
+__all__ = ["OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option", "TrainConfig", "check_field", "number", "option",
+           "shown", "text", "whole", "whole_or_all"]
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
