@@ -26,8 +26,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from transferkit.backbones.weights import sha256_file
 from transferkit.data.files import EXAMPLE_DATA
+from transferkit.io.hashing import sha256_file
 
 FLAGS = ["--probe-epochs", "5", "--epochs", "2", "--fine-tune-epochs", "2", "--batch-size", "8", "--patience", "3",
          "--val-split", "0.25", "--seed", "0"]

@@ -33,7 +33,7 @@ from jpeg_data import write_jpegs  # noqa: E402
 
 from transferkit.data.files import LabelledFiles, Sample  # noqa: E402
 from transferkit.data.images import load_image  # noqa: E402
-from transferkit.data.preprocess import eval_transform  # noqa: E402
+from transferkit.data.transforms import eval_transform  # noqa: E402
 from transferkit.features.engine import make_engine  # noqa: E402
 from transferkit.features.extract import extract_features  # noqa: E402
 from transferkit.model import TransferModel  # noqa: E402

@@ -31,7 +31,7 @@ from jpeg_data import write_jpegs  # noqa: E402
 from transferkit.cli.allocator import keep_freed_memory  # noqa: E402
 from transferkit.data.files import LabelledFiles, Sample  # noqa: E402
 from transferkit.data.loaders import make_train_loader  # noqa: E402
-from transferkit.data.preprocess import eval_transform  # noqa: E402
+from transferkit.data.transforms import eval_transform  # noqa: E402
 from transferkit.features.extract import extract_features  # noqa: E402
 from transferkit.model import HeadConfig, TransferModel  # noqa: E402
 from transferkit.runtime import Runtime, default_workers  # noqa: E402

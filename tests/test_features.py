@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 from transferkit.cli.main import main
 from transferkit.data.files import load_labelled
 from transferkit.data.images import load_image
-from transferkit.data.preprocess import eval_transform
+from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
 from transferkit.evaluation.metrics import compute_metrics
 from transferkit.evaluation.predict import evaluate, infer_files, predict
@@ -187,11 +189,48 @@ def test_cli_extract_then_train_on_features_gives_a_bundle_that_reads_raw_images
     assert compute_metrics(test_cache.labels, probs, model.class_names).accuracy == metrics.accuracy
 
 
+_REPORT_IMPORTS = """
+import sys
+from transferkit.cli.main import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "torchvision", "timm", "sklearn", "onnxruntime") if m in sys.modules)
+print(f"exit {code}, imported {heavy}")
+"""
+
+
+def test_cli_extract_answers_an_up_to_date_cache_without_torch(photo_data: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = Path(shutil.copytree(photo_data, tmp_path / "data"))
+    argv = ["extract", str(data), "--out", str(tmp_path / "features")]
+    assert main(argv) == 0
+    assert "24 computed, 0 reused" in capsys.readouterr().out
+    source = json.loads((tmp_path / "features" / MANIFEST).read_text())["source_key"]
+    assert source["backbone"] == "efficientnet_lite0" and source["weights"].startswith("package:")
+
+    def fresh_process() -> str:
+        proc = subprocess.run([sys.executable, "-c", _REPORT_IMPORTS, *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    out = fresh_process()  # the same line the full path prints, without torch or timm
+    assert "24 feature vectors of size 1280" in out and "0 computed, 24 reused, 0 dropped, 0 unreadable" in out
+    assert "exit 0, imported []" in out
+    changed = data / "cat" / "00.jpg"
+    Image.open(changed).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(changed)
+    assert main(argv) == 0  # not up to date: the full path computes the changed file and records the key again
+    assert "1 computed, 23 reused, 1 dropped" in capsys.readouterr().out
+    assert "0 computed, 24 reused" in fresh_process()
+    assert main([*argv, "--layer", "mid"]) == 0  # other settings: the full path rebuilds
+    assert "24 computed" in capsys.readouterr().out
+
+
 def test_bad_strategy_values_are_one_line_errors(photo_data: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", str(photo_data), "--out", str(tmp_path / "r"), "--strategy", "extract",
-                 "--probe-epochs", "0"]) == 2
-    assert "--probe-epochs must be 1 or more with --strategy extract" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(photo_data), "--out", str(tmp_path / "r"), "--strategy", "extract", "--probe-epochs", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --probe-epochs: must be 1 or more with strategy 'extract'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(photo_data), "--out", str(tmp_path / "r"), "--strategy", "magic"])
     assert exit_info.value.code == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import transferkit.cli.main
+import transferkit.cli.commands
 from transferkit.cli.main import main
 
 
@@ -19,7 +19,7 @@ def _broken_listing(as_json: bool) -> None:
 
 def test_a_bug_is_one_line_exit_1_and_a_traceback_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(transferkit.cli.main, "_print_models", _broken_listing)
+    monkeypatch.setattr(transferkit.cli.commands, "_print_models", _broken_listing)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the traceback file goes
     monkeypatch.delenv("TRANSFERKIT_DEBUG", raising=False)
     assert main(["models"]) == 1
@@ -37,7 +37,7 @@ def test_a_bug_is_one_line_exit_1_and_a_traceback_file(monkeypatch: pytest.Monke
 
 def test_debug_variable_prints_the_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(transferkit.cli.main, "_print_models", _broken_listing)
+    monkeypatch.setattr(transferkit.cli.commands, "_print_models", _broken_listing)
     monkeypatch.setenv("TRANSFERKIT_DEBUG", "1")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert main(["models"]) == 1

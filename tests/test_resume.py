@@ -95,7 +95,8 @@ def test_batches_depend_on_seed_and_epoch_only(photo_data: Path) -> None:
     from transferkit.backbones.registry import get_backbone
     from transferkit.data.files import index_folder
     from transferkit.data.loaders import make_train_loader
-    from transferkit.data.preprocess import Augmentation, train_transform
+    from transferkit.data.preprocess import Augmentation
+    from transferkit.data.transforms import train_transform
 
     p = get_backbone("efficientnet_lite0").preprocessing
     samples = index_folder(photo_data).samples[:6]

@@ -10,7 +10,6 @@ that file is already in the local cache; nothing here ever goes to the network.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import inspect
 import logging
@@ -35,8 +34,9 @@ from torch import nn
 
 from transferkit.backbones.spec import BackboneSpec
 from transferkit.errors import UserError
+from transferkit.io.hashing import sha256_file
 
-__all__ = ["WeightsInfo", "build_network", "sha256_file", "weight_sources", "weights_available"]
+__all__ = ["WeightsInfo", "build_network", "weight_sources", "weights_available"]
 
 RANDOM = "random"
 PROBE_TIMEOUT_S = 1.5  # the one connect that tells online from offline before a download
@@ -50,14 +50,6 @@ class WeightsInfo:
     source: str
     sha256: str | None
     has_imagenet_head: bool
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _packaged_file(spec: BackboneSpec) -> Path | None:

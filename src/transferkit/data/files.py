@@ -15,22 +15,37 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from transferkit.data.images import IMAGE_EXTENSIONS, is_ignored
 from transferkit.errors import UserError
 
 __all__ = [
     "EXAMPLE_DATA",
+    "IMAGE_EXTENSIONS",
     "LabelledFiles",
     "Sample",
+    "check_data_path",
     "check_trainable",
     "image_files_under",
     "index_folder",
+    "is_ignored",
     "load_labelled",
     "read_manifest",
 ]
 
 EXAMPLE_DATA = Path(__file__).resolve().parent.parent / "example_data" / "fashion-mnist"
 _FORMAT_HINT = "pass a folder with one sub-folder per class, or a CSV manifest with path,label columns"
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+# Files that operating systems and tools drop into folders; they are never training data.
+_IGNORED_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+
+
+def is_ignored(path: Path) -> bool:
+    """True for hidden entries and OS clutter (`.DS_Store`, `Thumbs.db`, `desktop.ini`), judged by name only."""
+    name = path.name
+    return name.startswith(".") or name.lower() in _IGNORED_NAMES
 
 
 @dataclass(frozen=True)
@@ -69,14 +84,19 @@ class LabelledFiles:
 
 def load_labelled(path: str | os.PathLike[str]) -> LabelledFiles:
     """The entry point: a folder is indexed, a `.csv` file is read as a manifest."""
+    path = check_data_path(path)
+    return index_folder(path) if path.is_dir() else read_manifest(path)
+
+
+def check_data_path(path: str | os.PathLike[str]) -> Path:
+    """`path` if it is something `load_labelled` reads (a folder, or a `.csv` file), else the one-line error
+    saying what it should be. Cheap (no numpy, no torch): the command line calls it before loading either."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"data folder not found: {path} — {_FORMAT_HINT}")
-    if path.is_dir():
-        return index_folder(path)
-    if path.suffix.lower() == ".csv":
-        return read_manifest(path)
-    raise UserError(f"{path} is a file but not a .csv manifest — {_FORMAT_HINT}")
+    if not path.is_dir() and path.suffix.lower() != ".csv":
+        raise UserError(f"{path} is a file but not a .csv manifest — {_FORMAT_HINT}")
+    return path
 
 
 def index_folder(root: str | os.PathLike[str]) -> LabelledFiles:

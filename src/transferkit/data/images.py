@@ -20,17 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transferkit.data.files import IMAGE_EXTENSIONS, is_ignored  # re-exported: the index decides what is an image
 from transferkit.errors import UserError
 
 __all__ = ["IMAGE_EXTENSIONS", "BadImage", "file_problem", "is_ignored", "load_image", "none_readable",
            "os_error_reason", "skip_reason"]
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
-
-# Files that operating systems and tools drop into folders; they are never training data.
-_IGNORED_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 
 # Modes that carry an alpha channel; they are composited onto white, as a viewer would show them.
 _ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA", "La", "RGBa", "PA"})
@@ -51,12 +45,6 @@ class BadImage(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
-
-
-def is_ignored(path: Path) -> bool:
-    """True for hidden entries and OS clutter (`.DS_Store`, `Thumbs.db`, `desktop.ini`), judged by name only."""
-    name = path.name
-    return name.startswith(".") or name.lower() in _IGNORED_NAMES
 
 
 def load_image(path: Path, min_size: int | None = None) -> Image.Image:

@@ -1,28 +1,18 @@
-"""Preprocessing as data: what a backbone expects at its input, and the transforms built from it.
+"""Preprocessing as data: what a backbone expects at its input, and the augmentation used in training.
 
 The same `Preprocessing` value is stored in the backbone spec, copied into every bundle and read back at
 prediction time, so a user never calls a per-family `preprocess_input` and prediction always sees exactly the
-transform that training used.
+transform that training used (`transforms` builds the torchvision transforms from these values). Plain data,
+no torch: the backbone table and `TrainConfig` use it, and the command line imports those before torch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-from PIL import Image
-from torchvision.transforms import v2
-
-__all__ = ["Augmentation", "Preprocessing", "eval_transform", "train_transform"]
-
-_INTERPOLATIONS = {
-    "bicubic": v2.InterpolationMode.BICUBIC,
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "nearest": v2.InterpolationMode.NEAREST,
-}
+__all__ = ["Augmentation", "Preprocessing"]
 
 
 @dataclass(frozen=True)
@@ -61,39 +51,3 @@ class Augmentation:
     min_scale: float = 0.6
     hflip: bool = True
     rotation_degrees: float = 10.0
-
-
-def _to_normalised_tensor(p: Preprocessing) -> list[Callable[[Any], Any]]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(p.mean), std=list(p.std))]
-
-
-# A 40000x3 strip is a small file, but scaling its short side up to 256 would make a 3.4-gigapixel picture.
-# Beyond this aspect ratio the long side is capped instead (the centre crop then pads the short side).
-_MAX_ASPECT = 8
-
-
-def eval_transform(p: Preprocessing, normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side to `resize_size` (the longer one to at most 8x that), centre-crop `input_size`,
-    normalise (or, with `normalise=False`, stop at a uint8 tensor and leave normalisation to the engine,
-    batched: much cheaper)."""
-    interpolation = _INTERPOLATIONS[p.interpolation]
-    return v2.Compose([
-        v2.Resize(p.resize_size, interpolation=interpolation, antialias=True, max_size=_MAX_ASPECT * p.resize_size),
-        v2.CenterCrop(p.input_size),
-        *(_to_normalised_tensor(p) if normalise else [v2.ToImage()]),
-    ])
-
-
-def train_transform(p: Preprocessing, aug: Augmentation,
-                    normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
-    """Random zoom/crop to `input_size`, optional flip and small rotation, then the same normalisation (or a
-    uint8 tensor, as in `eval_transform`)."""
-    interpolation = _INTERPOLATIONS[p.interpolation]
-    steps: list[Callable[[Any], Any]] = [
-        v2.RandomResizedCrop(p.input_size, scale=(aug.min_scale, 1.0), interpolation=interpolation, antialias=True),
-    ]
-    if aug.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if aug.rotation_degrees > 0:
-        steps.append(v2.RandomRotation(aug.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
-    return v2.Compose([*steps, *(_to_normalised_tensor(p) if normalise else [v2.ToImage()])])

@@ -4,7 +4,6 @@ twice, and copies of one picture (kept once; a copy in another class is a leak b
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +12,10 @@ from tqdm import tqdm
 
 from transferkit.data.files import LabelledFiles
 from transferkit.data.images import BadImage, load_image
+from transferkit.data.repeats import copy_reasons, duplicate_reasons
 from transferkit.errors import UserError
 
-__all__ = ["LEAK", "repeated_files", "scan_images"]
+__all__ = ["scan_images"]
 
 _SCAN_BATCH_SIZE = 16
 
@@ -56,7 +56,7 @@ def scan_images(
     """
     if num_workers < 0:
         raise UserError(f"number of workers must be 0 or more, got {num_workers} — use 0 to decode in-process")
-    reasons: dict[int, str] = _duplicate_reasons(files)
+    reasons: dict[int, str] = duplicate_reasons(files)
     to_check = [i for i in range(len(files.samples)) if i not in reasons]
     loader = DataLoader(
         _DecodeCheck([files.samples[i].path for i in to_check], min_size),
@@ -72,49 +72,7 @@ def scan_images(
                 reasons[to_check[position]] = reason
             else:
                 digests[to_check[position]] = digest
-    reasons |= _copy_reasons(files, digests)
+    reasons |= copy_reasons(files, digests)
     good = [i for i in range(len(files.samples)) if i not in reasons]
     bad = [(files.samples[i].path, reasons[i]) for i in sorted(reasons)]
     return files.subset(good), bad
-
-
-def _duplicate_reasons(files: LabelledFiles) -> dict[int, str]:
-    """The second and later listings of one file (by real path) -- e.g. a CSV giving it two labels."""
-    first_label: dict[str, int] = {}
-    reasons: dict[int, str] = {}
-    for index, sample in enumerate(files.samples):
-        key = os.path.realpath(sample.path)
-        if key in first_label:
-            classes = (files.classes[first_label[key]], files.classes[sample.label])
-            reasons[index] = f"listed twice (classes {classes[0]} and {classes[1]})"
-        else:
-            first_label[key] = sample.label
-    return reasons
-
-
-LEAK = "a leak between classes"
-
-
-def repeated_files(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
-    """Why to leave out a sample: its path listed before, or its content (sha256 in `digests`) seen before."""
-    return _copy_reasons(files, digests) | _duplicate_reasons(files)
-
-
-def _copy_reasons(files: LabelledFiles, digests: dict[int, str]) -> dict[int, str]:
-    """Files with the same bytes as an earlier one are kept once (the first, in class then path order).
-
-    A copy in the same class would only weigh double, and could land in both the training and the validation
-    split; a copy in another class teaches two labels for one picture. The second case is called a leak."""
-    first: dict[str, int] = {}
-    reasons: dict[int, str] = {}
-    for index in sorted(digests):
-        original = first.setdefault(digests[index], index)
-        if original == index:
-            continue
-        here, there = files.samples[index], files.samples[original]
-        if here.label == there.label:
-            reasons[index] = f"same content as {there.path} (a duplicate; kept once)"
-        else:
-            reasons[index] = (f"same content as {there.path} of class {files.classes[there.label]}: {LEAK} "
-                              f"(kept once, in {files.classes[there.label]}); remove the wrong copy")
-    return reasons

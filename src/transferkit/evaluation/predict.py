@@ -20,7 +20,8 @@ from transferkit.backbones.weights import build_network
 from transferkit.data.files import LabelledFiles, Sample, image_files_under, load_labelled
 from transferkit.data.images import IMAGE_EXTENSIONS, none_readable, skip_reason
 from transferkit.data.loaders import make_loader
-from transferkit.data.preprocess import Preprocessing, eval_transform
+from transferkit.data.preprocess import Preprocessing
+from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
 from transferkit.evaluation.metrics import Metrics, compute_metrics
 from transferkit.model import TransferModel

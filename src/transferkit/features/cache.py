@@ -7,24 +7,31 @@ file's path, class and content hash. Each array's sha256 and shape are in the ma
 so a cache that was truncated, corrupted or left half-written by a crash fails its check and is rebuilt.
 
 Running again reuses every row whose file content (sha256) is unchanged, even if it moved or was relabelled,
-computes only new or changed files and drops deleted ones. Features stream from the engine straight into a
-memory-mapped file, so memory stays flat however large the data set is.
+computes only new or changed files and drops deleted ones (`survey` compares the files with the cache). The
+manifest may also hold a cheap `source_key` (see `source`): `up_to_date` uses it to tell, without torch, that a
+cache needs no work at all. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from transferkit.backbones.weights import sha256_file
+from transferkit.data.files import LabelledFiles
+from transferkit.data.images import file_problem, os_error_reason
+from transferkit.data.repeats import repeated_files
 from transferkit.errors import UserError
+from transferkit.io.atomic import atomic_write_text, remove_stale_temporaries
+from transferkit.io.hashing import sha256_file
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExtractStats", "FeatureSet", "describe", "load_checked",
-           "load_features"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ExtractStats", "FeatureSet", "Survey", "describe",
+           "load_checked", "load_features", "record_source_key", "survey", "up_to_date"]
 
 FORMAT = "transferkit.features"
 FORMAT_VERSION = 1
@@ -63,6 +70,7 @@ class FeatureSet:
     file_sha256: tuple[str, ...]  # content hash of each row's file: how a later run recognises it
     bad_sha256: dict[str, str] = field(default_factory=dict)  # content hash -> why it could not be read
     stats: ExtractStats = ExtractStats()
+    source_key: dict[str, Any] | None = None  # the cheap key of what made it (see `source`), when recorded
 
 
 def load_features(folder: str | Path) -> FeatureSet:
@@ -119,6 +127,79 @@ def load_checked(folder: Path, verify: bool = True) -> tuple[FeatureSet | None, 
             skipped=tuple((Path(b["path"]), str(b["reason"])) for b in manifest["bad"]), key=manifest["key"],
             file_sha256=tuple(str(r["sha256"]) for r in rows),
             bad_sha256={str(b["sha256"]): str(b["reason"]) for b in manifest["bad"] if b["sha256"]},
+            source_key=manifest.get("source_key"),
         ), ""
     except (KeyError, TypeError, ValueError) as exc:
         return None, f"{MANIFEST} is malformed ({type(exc).__name__}: {exc})"
+
+
+@dataclass(frozen=True)
+class Survey:
+    """The labelled files as they are now, against an old cache (or none)."""
+
+    hashes: list[str | None]  # each sample's content sha256 (None: it could not be read)
+    unreadable: dict[int, str]  # samples left out and why: unreadable, a repeat, or known bad to the old cache
+    repeats: dict[int, str]  # those of them left out only for repeating another (their content is not bad)
+    rows: list[int]  # the samples that get a feature row, in order
+    todo: list[int]  # positions in `rows` whose content the old cache does not hold
+    old_rows: dict[str, int]  # content sha256 -> its row in the old cache
+    unchanged: bool  # the old cache holds exactly these files, labels and classes: nothing to compute or write
+
+
+def survey(files: LabelledFiles, old: FeatureSet | None) -> Survey:
+    """Hash every file (never opening a FIFO or the like), set aside what cannot be used, and compare with `old`."""
+    hashes: list[str | None] = []
+    unreadable: dict[int, str] = {}
+    for i, sample in enumerate(tqdm(files.samples, desc="hashing files", unit="file", leave=False, disable=None)):
+        hashes.append(None)
+        problem = file_problem(sample.path)  # before opening: a FIFO would block a read forever
+        try:
+            hashes[i] = None if problem else sha256_file(sample.path)
+        except OSError as exc:
+            problem = os_error_reason(exc)
+        if problem:
+            unreadable[i] = problem
+    repeats = repeated_files(files, {i: h for i, h in enumerate(hashes) if h is not None})
+    unreadable |= repeats
+    old_rows = {h: r for r, h in enumerate(old.file_sha256)} if old is not None else {}
+    old_bad = old.bad_sha256 if old is not None else {}
+    for i, h in enumerate(hashes):
+        if h is not None and h in old_bad:
+            unreadable[i] = old_bad[h]
+    rows = [i for i in range(len(files.samples)) if i not in unreadable]
+    todo = [r for r, i in enumerate(rows) if hashes[i] not in old_rows]
+    unchanged = old is not None and not todo and tuple(hashes[i] for i in rows) == old.file_sha256 \
+        and [files.samples[i].path for i in rows] == list(old.paths) and old.classes == files.classes \
+        and [files.samples[i].label for i in rows] == old.labels.tolist() \
+        and sorted(str(files.samples[i].path) for i in unreadable) == sorted(str(p) for p, _ in old.skipped)
+    return Survey(hashes, unreadable, repeats, rows, todo, old_rows, unchanged)
+
+
+def up_to_date(files: LabelledFiles, folder: str | Path, source_key: dict[str, Any] | None) -> FeatureSet | None:
+    """The cache in `folder`, checked, if its recorded source key is `source_key` and it holds exactly `files` as
+    they are now: what `extract_features` would return for them, found without torch. None whenever that is not
+    certain (no key, another key, a damaged cache, any changed file); `extract_features` then decides."""
+    started = time.perf_counter()
+    folder = Path(folder)
+    if source_key is None:
+        return None
+    remove_stale_temporaries(folder)  # left by a run that was killed while writing, as extract_features does
+    old, _ = load_checked(folder)
+    if old is None or old.source_key != source_key:
+        return None
+    found = survey(files, old)
+    if not found.unchanged:
+        return None
+    return replace(old, stats=ExtractStats(reused=len(found.rows), seconds=time.perf_counter() - started))
+
+
+def record_source_key(cache: FeatureSet, source_key: dict[str, Any] | None) -> None:
+    """Record `source_key` in the manifest of `cache` (just made or checked by `extract_features` with a base built
+    from exactly those settings), unless the manifest on disk is no longer the one for `cache`."""
+    path = cache.folder / MANIFEST
+    if source_key is None or cache.source_key == source_key:
+        return
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("key") != cache.key:
+        return
+    atomic_write_text(path, json.dumps({**manifest, "source_key": source_key}, indent=1))

@@ -23,12 +23,12 @@ from torch import nn
 
 from transferkit._version import __version__
 from transferkit.data.preprocess import Preprocessing
+from transferkit.features.source import ENGINES
 from transferkit.io.atomic import atomic_write_text, atomic_writer
 from transferkit.runtime import Runtime
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
 
-ENGINES = ("auto", "torch")
 PARITY_TOLERANCE = 1e-3  # max absolute difference of pooled features, ONNX Runtime vs PyTorch
 _OPSET = 18
 

@@ -25,11 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from transferkit._version import __version__
-from transferkit.backbones.weights import sha256_file
 from transferkit.data.files import LabelledFiles, load_labelled
-from transferkit.data.images import BadImage, file_problem, load_image, os_error_reason
-from transferkit.data.preprocess import Augmentation, Preprocessing, eval_transform, train_transform
-from transferkit.data.scan import repeated_files
+from transferkit.data.images import BadImage, load_image
+from transferkit.data.preprocess import Augmentation, Preprocessing
+from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.features.cache import (
     FORMAT,
     FORMAT_VERSION,
@@ -38,6 +37,7 @@ from transferkit.features.cache import (
     FeatureSet,
     describe,
     load_checked,
+    survey,
 )
 from transferkit.features.engine import Engine, make_engine, module_sha256
 from transferkit.io.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
@@ -82,33 +82,12 @@ def extract_features(files: LabelledFiles | str | os.PathLike[str], backbone: Ba
     if why and (folder / MANIFEST).exists():
         log.info(f"rebuilding the feature cache in {folder}: {why}")
 
-    hashes: list[str | None] = []
-    unreadable: dict[int, str] = {}
-    for i, sample in enumerate(tqdm(files.samples, desc="hashing files", unit="file", leave=False, disable=None)):
-        hashes.append(None)
-        problem = file_problem(sample.path)  # before opening: a FIFO would block a read forever
-        try:
-            hashes[i] = None if problem else sha256_file(sample.path)
-        except OSError as exc:
-            problem = os_error_reason(exc)
-        if problem:
-            unreadable[i] = problem
-    repeats = repeated_files(files, {i: h for i, h in enumerate(hashes) if h is not None})
-    unreadable |= repeats
-    old_rows = {h: r for r, h in enumerate(old.file_sha256)} if old is not None else {}
-    old_bad = old.bad_sha256 if old is not None else {}
-    for i, h in enumerate(hashes):
-        if h is not None and h in old_bad:
-            unreadable[i] = old_bad[h]
-    rows = [i for i in range(len(files.samples)) if i not in unreadable]
-    todo = [r for r, i in enumerate(rows) if hashes[i] not in old_rows]
-    same = old is not None and not todo and tuple(hashes[i] for i in rows) == old.file_sha256 \
-        and [files.samples[i].path for i in rows] == list(old.paths) and old.classes == files.classes \
-        and [files.samples[i].label for i in rows] == old.labels.tolist() \
-        and sorted(str(files.samples[i].path) for i in unreadable) == sorted(str(p) for p, _ in old.skipped)
-    if same:
+    found = survey(files, old)
+    if found.unchanged:
         assert old is not None
-        return replace(old, stats=ExtractStats(reused=len(rows), seconds=time.perf_counter() - started))
+        return replace(old, stats=ExtractStats(reused=len(found.rows), seconds=time.perf_counter() - started))
+    hashes, repeats, rows, todo, old_rows = found.hashes, found.repeats, list(found.rows), found.todo, found.old_rows
+    unreadable = dict(found.unreadable)
 
     runner = make_engine(backbone.module, backbone.preprocessing, runtime or Runtime.detect(), engine) if todo else None
     dim = backbone.feature_dim

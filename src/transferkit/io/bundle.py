@@ -20,10 +20,12 @@ from safetensors.torch import save
 
 from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
-from transferkit.backbones.weights import WeightsInfo, build_network, sha256_file
+from transferkit.backbones.weights import WeightsInfo, build_network
 from transferkit.data.preprocess import Preprocessing
 from transferkit.errors import UserError
 from transferkit.io.atomic import atomic_write_bytes, atomic_write_text
+from transferkit.io.hashing import sha256_file
+from transferkit.io.names import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE
 from transferkit.model import Backbone, HeadConfig, TransferModel
 
 __all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "Bundle", "load_bundle", "save_bundle", "save_checkpoint"]
@@ -31,9 +33,6 @@ __all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "Bundle", "load_bundl
 FORMAT = "transferkit.bundle"
 FORMAT_VERSION = 2  # 2: the preprocessing names its modality ("kind": "image")
 READABLE_VERSIONS = (1, 2)  # version 1 bundles are image bundles without the tag
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
 _META_KEY = "transferkit"
 
 

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from transferkit.data.loaders import make_loader, make_train_loader
-from transferkit.data.preprocess import Augmentation, eval_transform, train_transform
+from transferkit.data.preprocess import Augmentation
 from transferkit.data.split import ImageData
+from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.evaluation.predict import infer_files
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime

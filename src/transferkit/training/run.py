@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.data.files import LabelledFiles, load_labelled
-from transferkit.data.scan import LEAK
+from transferkit.data.repeats import LEAK
 from transferkit.data.split import ImageData
 from transferkit.evaluation.metrics import Metrics
 from transferkit.io.bundle import save_bundle

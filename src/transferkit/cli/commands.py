@@ -1,0 +1,204 @@
+"""What each `transferkit` command does, once `main` has parsed and checked its arguments.
+
+Heavy libraries (torch, torchvision, timm, scikit-learn) are imported inside the functions that need them, so
+a command that does not need them never pays for them: a fully cached `extract` answers from the cache's
+manifest and the files' hashes (`features.cache.up_to_date`) without building the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transferkit.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transferkit.data.files import LabelledFiles
+    from transferkit.evaluation.predict import Predictions
+    from transferkit.runtime import Runtime
+
+__all__ = ["run"]
+
+
+def _runtime(workers: int | None = None) -> Runtime:
+    from transferkit.runtime import Runtime
+
+    return Runtime.detect(workers=workers)
+
+
+def _print_skipped(skipped: list[Path]) -> None:
+    """One stderr line per file left out, with the reason (the log of evaluate/predict/classify)."""
+    from transferkit.data.images import skip_reason
+
+    for path in skipped:
+        print(f"skipped {path}: {skip_reason(path)}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) that could not be used; fix or remove them", file=sys.stderr)
+
+
+def _print_predictions(predictions: Predictions, as_json: bool) -> None:
+    _print_skipped(predictions.skipped)
+    if as_json:
+        print(json.dumps(predictions.to_json(), indent=2))
+        return
+    for p in predictions:
+        ranked = ", ".join(f"{r['label']} {float(r['probability']):.3f}" for r in p.predictions)
+        print(f"{p.path}: {ranked}")
+
+
+def _backbone_rows() -> list[dict[str, Any]]:
+    from transferkit.backbones.table import BACKBONES
+    from transferkit.backbones.weights import weight_sources, weights_available
+
+    return [{
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "architecture": spec.architecture,
+        "params": spec.params,
+        "feature_dim": spec.feature_dim,
+        "input_size": spec.preprocessing.input_size,
+        "blocks": spec.block_names(),
+        "package": spec.packaged_weights.package if spec.packaged_weights else None,
+        "hub_id": spec.hub_id,
+        "weight_sources": weight_sources(spec),
+        "weights_available": weights_available(spec),
+    } for spec in BACKBONES]
+
+
+def _print_models(as_json: bool) -> None:
+    from transferkit.backbones.registry import DEFAULT_BACKBONE
+
+    rows = _backbone_rows()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    header = ("name", "params", "features", "input", "weights", "aliases", "weights from")
+    lines = [header]
+    for r in rows:
+        name = r["name"] + (" (default)" if r["name"] == DEFAULT_BACKBONE else "")
+        available = "yes" if r["weights_available"] else "no"
+        lines.append((name, f"{r['params'] / 1e6:.1f}M", str(r["feature_dim"]), str(r["input_size"]), available,
+                      ", ".join(r["aliases"]), ", ".join(r["weight_sources"])))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:  # params right-aligned, the last column unpadded
+        cells = [cell.rjust(w) if i == 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        print("  ".join([*cells, line[-1]]))
+
+
+def _extract(args: argparse.Namespace) -> None:
+    """Bring the cache in --out up to date. When the cache records the cheap source key of exactly these settings
+    and every file is unchanged, that is known without torch; otherwise the base is built and `extract_features`
+    does the work (and the source key is recorded for next time)."""
+    from transferkit.data.files import check_trainable, load_labelled
+    from transferkit.data.images import none_readable
+    from transferkit.features.cache import record_source_key, up_to_date
+    from transferkit.features.source import source_key
+
+    files = load_labelled(args.data)
+    check_trainable(files)
+    source = source_key(args.backbone, args.weights, args.layer, args.views, seed=args.seed)
+    cache = up_to_date(files, args.out, source)
+    if cache is None:
+        from transferkit.features.extract import extract_features, extract_workers
+        from transferkit.model import Backbone
+
+        backbone = Backbone.from_pretrained(args.backbone, args.weights, args.layer)
+        cache = extract_features(files, backbone, args.out, args.views, seed=args.seed,
+                                 runtime=_runtime(extract_workers()), engine=args.engine)
+        built = backbone.weights_info
+        if source is not None and source["weights"] == f"{built.source.split(':')[0]}:{built.sha256}":
+            record_source_key(cache, source)  # the base just built is the one these settings name
+    s = cache.stats
+    if not cache.paths:
+        raise none_readable(len(files.samples), f"images in {args.data}", *cache.skipped[0])
+    for path, reason in cache.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    rate = f", {s.images_per_second:.1f} images/s" if s.computed else ""
+    print(f"{len(cache.paths)} feature vectors of size {cache.features.shape[1]} in {args.out}: {s.computed} "
+          f"computed, {s.reused} reused, {s.removed} dropped, {len(cache.skipped)} unreadable "
+          f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
+
+
+def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, on_validation: bool = False) -> None:
+    """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
+    from transferkit.evaluation.html import METRICS_FILE, write_report
+    from transferkit.io.bundle import load_bundle
+
+    bundle = load_bundle(run)
+    report = write_report(bundle.model, bundle.meta, data, out, evaluated_on, on_validation)
+    for caution in report.cautions:
+        print(f"warning: {caution.message}", file=sys.stderr)
+    print(f"report: {out} (numbers in {out.parent / METRICS_FILE})")
+
+
+def _train(args: argparse.Namespace, config: TrainConfig) -> None:
+    from transferkit.training.strategies import train
+
+    result = train(args.data, args.out, config, args.test, resume=args.resume, features=args.features,
+                   runtime=_runtime())
+    if args.report and args.test is not None:
+        _report(args.out, args.test, args.out / "report.html", str(args.test))
+    elif args.report and result.validation is not None:
+        _report(args.out, result.validation, args.out / "report.html", f"the validation split of {args.data}",
+                on_validation=True)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from transferkit.data.files import EXAMPLE_DATA
+    from transferkit.training.strategies import train
+
+    print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
+    train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=_runtime())
+    _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images")
+    print(f"try it: transferkit predict {args.out} {EXAMPLE_DATA / 'test' / 'bag'}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from transferkit.evaluation.metrics import format_metrics
+    from transferkit.evaluation.predict import evaluate
+    from transferkit.io.bundle import load_bundle
+
+    evaluation = evaluate(load_bundle(args.run).model, args.data, _runtime())
+    _print_skipped(evaluation.skipped)
+    metrics = evaluation.metrics
+    print(json.dumps(metrics.to_json(), indent=2) if args.json else format_metrics(metrics))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from transferkit.evaluation.predict import expand_image_paths, predict
+    from transferkit.io.bundle import load_bundle
+
+    model = load_bundle(args.run).model
+    _print_predictions(predict(model, expand_image_paths(args.images), args.top, _runtime()), args.json)
+
+
+def _classify(args: argparse.Namespace) -> None:
+    from transferkit.evaluation.predict import classify, expand_image_paths
+
+    _print_predictions(classify(expand_image_paths(args.images), args.backbone, args.top, args.weights, _runtime()),
+                       args.json)
+
+
+def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
+    """Run the parsed command (`config`: train's checked options); exit code 0 (errors are exceptions)."""
+    if args.command == "train":
+        assert config is not None
+        _train(args, config)
+    elif args.command == "extract":
+        _extract(args)
+    elif args.command == "demo":
+        _demo(args)
+    elif args.command == "report":
+        _report(args.run, args.data, args.out, str(args.data))
+    elif args.command == "evaluate":
+        _evaluate(args)
+    elif args.command == "predict":
+        _predict(args)
+    elif args.command == "models":
+        _print_models(args.json)
+    elif args.command == "classify":
+        _classify(args)
+    return 0
