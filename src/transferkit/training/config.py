@@ -19,8 +19,14 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option", "TrainConfig", "check_field", "number", "option",
-           "shown", "text", "whole", "whole_or_all"]
+__all__ = ["HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option", "TrainConfig",
+           "check_field", "number", "option", "shown", "text", "whole", "whole_or_all"]
+
+# The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
+# unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
+# LR_SPREAD from the top block to the stem.
+HEAD_LR_RATIO = 3.0
+LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
@@ -155,10 +161,10 @@ class TrainConfig:
     unfreeze_blocks: int | None = option(
         2, "top blocks of the base to fine-tune in stage 2, or 'all'", lambda v: v is None or _at_least(0)(v),
         "0 or more, or all (None)", whole_or_all, metavar="K|all")
-    lr: float = _positive(1e-3, "head learning rate in stage 1 (the probe uses 3x)", "1e-3")
-    fine_tune_lr: float = _positive(1e-4, "learning rate of the top unfrozen block in stage 2 (the head gets 3x, "
-                                          "lower blocks less)", "1e-4")
-    lr_spread: float = _positive(10.0, "top block lr / stem lr in stage 2", "10", flag=False)
+    lr: float = _positive(1e-3, f"head learning rate in stage 1 (the probe uses {HEAD_LR_RATIO:g}x)", "1e-3")
+    fine_tune_lr: float = _positive(1e-4, f"learning rate of the top unfrozen block in stage 2 (the head gets "
+                                          f"{HEAD_LR_RATIO:g}x, lower blocks less)", "1e-4")
+    lr_spread: float = _positive(LR_SPREAD, "top block lr / stem lr in stage 2", "10", flag=False)
     batch_size: int = _count(16, "images per optimizer step", minimum=1)
     val_split: float = _fraction(0.2, "fraction of the data held out for validation",
                                  "between 0 and 1, such as 0.2", include_zero=False)

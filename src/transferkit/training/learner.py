@@ -31,9 +31,10 @@ from transferkit.evaluation.predict import infer_files
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.callbacks import EarlyStopping, RestoreBest
+from transferkit.training.config import HEAD_LR_RATIO, LR_SPREAD
 from transferkit.training.features import FeatureBatches, head_optimizer
 from transferkit.training.loop import Best, Callback, EpochResult, LoopState, Stage, evaluate_loss, fit
-from transferkit.training.schedule import HEAD_LR_RATIO, LR_SPREAD, class_weights, group_lrs, make_optimizer
+from transferkit.training.schedule import class_weights, group_lrs, make_optimizer
 
 __all__ = ["Learner"]
 

@@ -1,9 +1,5 @@
-"""Learning rates and the optimizer: a pure schedule, discriminative per-group rates, the recipe's constants.
-
-The two-stage recipe's numbers live here, once: the head learns `HEAD_LR_RATIO` times faster than the top
-unfrozen block (and the linear probe runs at that multiple of the head rate), and rates fall geometrically by
-`LR_SPREAD` from the top block to the stem.
-"""
+"""Learning rates and the optimizer: a pure schedule and discriminative per-group rates (the recipe's constants,
+`HEAD_LR_RATIO` and `LR_SPREAD`, are stated in `config.py` beside the options they shape)."""
 
 from __future__ import annotations
 
@@ -15,10 +11,8 @@ import torch
 
 from transferkit.model import TransferModel
 
-__all__ = ["HEAD_LR_RATIO", "LR_SPREAD", "class_weights", "group_lrs", "lr_at", "make_optimizer"]
+__all__ = ["class_weights", "group_lrs", "lr_at", "make_optimizer"]
 
-HEAD_LR_RATIO = 3.0  # head rate / top-block rate in fine-tuning; probe rate / head rate in stage 1
-LR_SPREAD = 10.0  # top-block rate / stem rate in fine-tuning
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int) -> float:

@@ -33,13 +33,13 @@ from transferkit.io.logfile import log_to_file
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar, RestoreBest
-from transferkit.training.config import STRATEGY_NAMES, TrainConfig
+from transferkit.training.config import HEAD_LR_RATIO, STRATEGY_NAMES, TrainConfig
 from transferkit.training.features import FeatureBatches, head_optimizer
 from transferkit.training.learner import Learner
 from transferkit.training.loop import Best, Callback, EpochResult, LoopState, Stage, fit
 from transferkit.training.resume import RESUME_FILE, SaveResume, fingerprint, restore, resume_point
 from transferkit.training.run import LOG_FILE, Run, TrainResult, log_backbone, log_data, save_run
-from transferkit.training.schedule import HEAD_LR_RATIO, class_weights
+from transferkit.training.schedule import class_weights
 
 __all__ = ["STRATEGIES", "TrainResult", "train"]
 
