@@ -122,13 +122,14 @@ def _extract(args: argparse.Namespace) -> None:
           f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
 
 
-def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, on_validation: bool = False) -> None:
+def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, runtime: Runtime,
+            on_validation: bool = False) -> None:
     """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
     from transferkit.evaluation.html import METRICS_FILE, write_report
     from transferkit.io.bundle import load_bundle
 
     bundle = load_bundle(run)
-    report = write_report(bundle.model, bundle.meta, data, out, evaluated_on, on_validation)
+    report = write_report(bundle.model, bundle.meta, data, out, evaluated_on, on_validation, runtime)
     for caution in report.cautions:
         print(f"warning: {caution.message}", file=sys.stderr)
     print(f"report: {out} (numbers in {out.parent / METRICS_FILE})")
@@ -137,13 +138,14 @@ def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str,
 def _train(args: argparse.Namespace, config: TrainConfig) -> None:
     from transferkit.training.strategies import train
 
+    runtime = _runtime()
     result = train(args.data, args.out, config, args.test, resume=args.resume, features=args.features,
-                   runtime=_runtime())
+                   runtime=runtime)
     if args.report and args.test is not None:
-        _report(args.out, args.test, args.out / "report.html", str(args.test))
+        _report(args.out, args.test, args.out / "report.html", str(args.test), runtime)
     elif args.report and result.validation is not None:
         _report(args.out, result.validation, args.out / "report.html", f"the validation split of {args.data}",
-                on_validation=True)
+                runtime, on_validation=True)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -151,8 +153,10 @@ def _demo(args: argparse.Namespace) -> None:
     from transferkit.training.strategies import train
 
     print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
-    train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=_runtime())
-    _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images")
+    runtime = _runtime()
+    train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=runtime)
+    _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images",
+            runtime)
     print(f"try it: transferkit predict {args.out} {EXAMPLE_DATA / 'test' / 'bag'}")
 
 
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     elif args.command == "demo":
         _demo(args)
     elif args.command == "report":
-        _report(args.run, args.data, args.out, str(args.data))
+        _report(args.run, args.data, args.out, str(args.data), _runtime())
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "predict":
