@@ -197,3 +197,10 @@ def test_fit_warns_about_the_images_it_left_out(fitted: TransferClassifier, phot
     with caplog.at_level(logging.WARNING, logger="transferkit"):
         clone(fitted).set_params(probe_epochs=1).fit(X, y)
     assert "fit left out 1 of 25 images" in caplog.text and "listed twice" in caplog.text
+
+
+def test_the_image_strategies_train_from_arrays_too(photos: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = photos
+    clf = TransferClassifier(strategy="frozen", epochs=1, probe_epochs=10, batch_size=8, workers=0).fit(X, y)
+    assert [h.stage for h in clf.history_] == ["probe", "head"]  # load_images read the arrays' files
+    assert clf.predict(X[::8]).tolist() == y[::8].tolist()

@@ -42,7 +42,7 @@ __all__ = ["SOURCE", "ImageLike", "Images", "Labels", "LabelledImages", "image_f
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 Images = Union[np.ndarray, Sequence[ImageLike]]
-Labels = Union[Sequence[str], Sequence[int], np.ndarray]
+Labels = Union[Sequence[str], Sequence[int], Sequence[float], np.ndarray]
 
 SOURCE = Path("<images passed in memory>")  # LabelledFiles.source of in-memory data, as named in messages
 _EXPECTED = ("expected uint8 images as an array (N, H, W) or (N, H, W, 3), or a list of PIL images, "
