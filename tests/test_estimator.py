@@ -9,6 +9,8 @@ import dataclasses
 import json
 import logging
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 import transferkit as tk
 from transferkit.errors import InputError, UserError
 from transferkit.estimator import TransferClassifier, feature_folder
+from transferkit.io.atomic import locked
 from transferkit.training.config import TrainConfig
 
 _TABLE = "feeds a 2-d table of floats (n_samples, n_features) and expects fit to succeed; X here is images"
@@ -159,6 +162,24 @@ def test_clones_share_the_feature_cache_and_the_same_seed_gives_the_same_model(
     assert meta["features"]["folder"] == str(feature_folder(half.train_config()))
     assert meta["features"]["stats"]["computed"] == 0 and meta["features"]["stats"]["reused"] == 12
     assert tk.TransferModel.load(tmp_path).class_names == half.model_.class_names
+
+
+def test_fits_sharing_a_feature_cache_take_turns(tmp_path: Path) -> None:
+    """What keeps `n_jobs` fits from mixing one cache's manifest with another's arrays: `extract_features` holds
+    `locked(folder)`, an exclusive lock on the folder, while it updates it."""
+    order: list[str] = []
+
+    def second() -> None:
+        with locked(tmp_path):
+            order.append("second")
+
+    with locked(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
 
 
 def test_cross_val_score_and_a_grid_search_over_a_pipeline(photos: tuple[np.ndarray, np.ndarray]) -> None:
