@@ -16,8 +16,10 @@ import huggingface_hub.constants  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import skimage.data  # noqa: E402
+from fashion_mnist import CLASSES  # noqa: E402  # benchmarks/, on pytest's path
 from PIL import Image  # noqa: E402
 
+from transferkit.data.files import EXAMPLE_DATA  # noqa: E402
 from transferkit.training.config import TrainConfig  # noqa: E402
 from transferkit.training.run import TrainResult  # noqa: E402
 from transferkit.training.strategies import train  # noqa: E402
@@ -73,3 +75,29 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> T
     """One real two-stage run (2 head epochs, 1 fine-tune epoch) shared by the bundle/evaluate/predict tests."""
     out = tmp_path_factory.mktemp("run")
     return train(photo_data, out, TINY_CONFIG)
+
+
+def photo_arrays(per_class: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The same kind of crops as `write_photo_dataset`, in memory: uint8 (N, size, size, 3) and class names."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for name, load in PHOTOS.items():
+        photo = load()
+        h, w = photo.shape[:2]
+        for _ in range(per_class):
+            side = int(rng.integers(min(h, w) // 2, min(h, w)))
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            images.append(np.asarray(Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size))))
+            labels.append(name)
+    return np.stack(images), np.array(labels)
+
+
+def fashion_arrays(labels: tuple[int, ...], per_class: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real Fashion-MNIST images from the bundled example data as Keras hands them out: uint8 (N, 28, 28) and the
+    data set's integer labels (0 = T-shirt/top ... 9 = ankle boot)."""
+    images, targets = [], []
+    for label in labels:
+        files = sorted((EXAMPLE_DATA / "train" / CLASSES[label]).glob("*.png"))[offset:offset + per_class]
+        images += [np.asarray(Image.open(f)) for f in files]
+        targets += [label] * len(files)
+    return np.stack(images), np.array(targets)

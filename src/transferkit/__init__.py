@@ -37,6 +37,7 @@ _WHERE = {
     "Runtime": "transferkit.runtime",
     "TrainConfig": "transferkit.training.config",
     "TrainResult": "transferkit.training.run",
+    "TransferClassifier": "transferkit.estimator",
     "TransferModel": "transferkit.model",
     "UserError": "transferkit.errors",
     "classify": "transferkit.evaluation.predict",
@@ -56,9 +57,9 @@ _WHERE = {
 __all__ = [
     "__version__", "Augmentation", "BACKBONES", "Backbone", "BackboneSpec", "Bundle", "EXAMPLE_DATA", "Evaluation",
     "FeatureSet", "HeadConfig", "ImageData", "LabelledFiles", "Learner", "Metrics", "Predictions", "Preprocessing",
-    "Runtime", "TrainConfig", "TrainResult", "TransferModel", "UserError", "classify", "evaluate", "extract_features",
-    "format_metrics", "get_backbone", "load_bundle", "load_features", "load_images", "load_labelled", "predict",
-    "save_bundle", "train",
+    "Runtime", "TrainConfig", "TrainResult", "TransferClassifier", "TransferModel", "UserError", "classify",
+    "evaluate", "extract_features", "format_metrics", "get_backbone", "load_bundle", "load_features", "load_images",
+    "load_labelled", "predict", "save_bundle", "train",
 ]
 
 
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from transferkit.data.preprocess import Augmentation, Preprocessing
     from transferkit.data.split import ImageData, load_images
     from transferkit.errors import UserError
+    from transferkit.estimator import TransferClassifier
     from transferkit.evaluation.metrics import Metrics, format_metrics
     from transferkit.evaluation.predict import Evaluation, Predictions, classify, evaluate, predict
     from transferkit.features.cache import FeatureSet, load_features

@@ -28,11 +28,11 @@ class ImageData:
     skipped: tuple[tuple[Path, str], ...] = ()
 
 
-def load_images(path: str | os.PathLike[str], val_split: float = 0.2, seed: int = 0, workers: int | None = None,
-                min_size: int | None = None) -> ImageData:
-    """Index a class-per-folder directory or CSV manifest, decode every file once (bad ones are set aside),
-    and make a seeded stratified train/validation split."""
-    files = load_labelled(path)
+def load_images(path: str | os.PathLike[str] | LabelledFiles, val_split: float = 0.2, seed: int = 0,
+                workers: int | None = None, min_size: int | None = None) -> ImageData:
+    """Index a class-per-folder directory or CSV manifest (or take samples indexed already), decode every file
+    once (bad ones are set aside), and make a seeded stratified train/validation split."""
+    files = path if isinstance(path, LabelledFiles) else load_labelled(path)
     check_trainable(files)
     good, bad = scan_images(files, default_workers() if workers is None else workers, min_size)
     check_trainable(good)

@@ -40,7 +40,7 @@ from transferkit.features.cache import (
     survey,
 )
 from transferkit.features.engine import Engine, make_engine, module_sha256
-from transferkit.io.atomic import atomic_write_text, atomic_writer, remove_stale_temporaries
+from transferkit.io.atomic import atomic_write_text, atomic_writer, locked, remove_stale_temporaries
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
 
@@ -69,10 +69,16 @@ def extract_features(files: LabelledFiles | str | os.PathLike[str], backbone: Ba
                      workers: int | None = None) -> FeatureSet:
     """Bring the cache in `folder` up to date with the labelled images `files` (a `LabelledFiles`, a class-per-
     folder directory or a CSV manifest) and return it (see the module docstring). `workers` decode beside the
-    engine (default: a quarter of the cores, see `extract_workers`)."""
-    started = time.perf_counter()
+    engine (default: a quarter of the cores, see `extract_workers`). Processes that share `folder` take turns."""
     files = files if isinstance(files, LabelledFiles) else load_labelled(files)
     folder = Path(folder)
+    with locked(folder):
+        return _update(files, backbone, folder, views, augmentation, seed, runtime, engine, workers)
+
+
+def _update(files: LabelledFiles, backbone: Backbone, folder: Path, views: int, augmentation: Augmentation,
+            seed: int, runtime: Runtime | None, engine: str, workers: int | None) -> FeatureSet:
+    started = time.perf_counter()
     remove_stale_temporaries(folder)  # left by a run that was killed while writing
     key = cache_key(backbone, views, augmentation, seed)
     old, why = load_checked(folder)
@@ -144,8 +150,6 @@ def extract_features(files: LabelledFiles | str | os.PathLike[str], backbone: Ba
         reused=len(rows) - len(todo) + len(failed), computed=len(todo) - len(failed), removed=removed,
         engine=runner.note if runner else "none (all cached)", seconds=time.perf_counter() - started,
         images_per_second=rate))
-
-
 
 
 def _key_change(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "remove_stale_temporaries"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "locked", "remove_stale_temporaries"]
 
 _NAME_TRIES = 100
 
@@ -69,3 +70,14 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (via `folder/.lock`) while the block runs. Each file written above is
+    whole, but a cache is several files: two processes updating one folder at once (parallel fits sharing a
+    feature cache) could leave one's manifest beside the other's arrays. With the lock they take turns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also if the process dies
+        yield

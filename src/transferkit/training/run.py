@@ -30,7 +30,7 @@ LOG_FILE = "train.log"
 class Run:
     """One training job's inputs: the data, where the result goes, the options and where it runs."""
 
-    data: Path
+    data: Path | LabelledFiles  # a folder or CSV manifest, or samples indexed already (e.g. in-memory images)
     out: Path
     cfg: TrainConfig
     runtime: Runtime
@@ -38,6 +38,15 @@ class Run:
     resume: bool = False
     features: Path | None = None  # the feature cache of the extract strategy (default out/features)
     started: float = 0.0  # time.perf_counter() at the start
+
+    @property
+    def source(self) -> Path:
+        """Where the data came from, for logs and the bundle."""
+        return self.data.source if isinstance(self.data, LabelledFiles) else self.data
+
+    def files(self) -> LabelledFiles:
+        """The labelled samples: indexed from the folder or manifest now, or as they were passed."""
+        return self.data if isinstance(self.data, LabelledFiles) else load_labelled(self.data)
 
     def test_files(self) -> LabelledFiles | None:
         return load_labelled(self.test) if self.test is not None else None
@@ -81,7 +90,7 @@ def save_run(run: Run, model: TransferModel, history: list[EpochResult], best: s
         "train_config": run.cfg.to_json(),
         "history": [h.to_json() for h in history],
         "best": best,
-        "data": {"source": str(run.data), "classes": list(data.classes), "train": len(data.train.samples),
+        "data": {"source": str(run.source), "classes": list(data.classes), "train": len(data.train.samples),
                  "validation": len(data.val.samples), "skipped": [[str(p), r] for p, r in data.skipped],
                  "class_counts": {"train": data.train.counts(), "validation": data.val.counts()}},
         "metrics": {"validation": val_metrics.to_json(), "test": test_metrics.to_json() if test_metrics else None},

@@ -23,7 +23,7 @@ from torch import nn
 
 from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
-from transferkit.data.files import LabelledFiles, Sample, check_trainable, load_labelled
+from transferkit.data.files import LabelledFiles, Sample, check_trainable
 from transferkit.data.split import ImageData, load_images, stratified_split
 from transferkit.evaluation.metrics import Metrics, compute_metrics
 from transferkit.evaluation.predict import evaluate
@@ -73,8 +73,9 @@ def _train_images(run: Run) -> TrainResult:
     cfg = run.cfg
     spec = get_backbone(cfg.backbone)  # an unknown name fails before the data is read
     test_files = run.test_files()
-    log.info(f"indexing {run.data}")
-    data = load_images(run.data, cfg.val_split, cfg.seed, run.runtime.workers, min_size=spec.preprocessing.resize_size)
+    log.info(f"indexing {run.source}")
+    data = load_images(run.files(), cfg.val_split, cfg.seed, run.runtime.workers,
+                       min_size=spec.preprocessing.resize_size)
     log_data(data, run.out)
 
     torch.manual_seed(cfg.seed)
@@ -110,8 +111,8 @@ def _train_on_features(run: Run) -> TrainResult:
     cfg, runtime = run.cfg, run.runtime
     folder = run.features or run.out / "features"
     test_files = run.test_files()
-    log.info(f"indexing {run.data}")
-    files = load_labelled(run.data)
+    log.info(f"indexing {run.source}")
+    files = run.files()
     check_trainable(files)
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(files.classes), HeadConfig(cfg.hidden, cfg.dropout),
@@ -176,18 +177,20 @@ STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {
 assert tuple(STRATEGIES) == STRATEGY_NAMES, "every strategy TrainConfig accepts has a function here"
 
 
-def train(data: str | os.PathLike[str], out: str | os.PathLike[str], cfg: TrainConfig = TrainConfig(),
-          test: str | os.PathLike[str] | None = None, resume: bool = False,
+def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[str],
+          cfg: TrainConfig = TrainConfig(), test: str | os.PathLike[str] | None = None, resume: bool = False,
           features: str | os.PathLike[str] | None = None, runtime: Runtime | None = None) -> TrainResult:
-    """The whole job: labelled images in `data` → the strategy `cfg.strategy` → a bundle in `out`, with every
-    log line (and the details the console leaves out) in `out/train.log`.
+    """The whole job: labelled images in `data` (a folder, a CSV manifest, or a `LabelledFiles` such as
+    `data.memory.labelled_images` makes from arrays) → the strategy `cfg.strategy` → a bundle in `out`, with
+    every log line (and the details the console leaves out) in `out/train.log`.
 
     With the image strategies the full training state is saved in `out/resume.safetensors` after every epoch;
     `resume=True` continues from it (same options and data required) with the same result as an uninterrupted
     run. (The extract strategy needs no resuming: its features are cached and its head trains in seconds.)"""
-    run = Run(Path(data), Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
+    source = data if isinstance(data, LabelledFiles) else Path(data)
+    run = Run(source, Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
               resume, Path(features) if features is not None else None, time.perf_counter())
     with log_to_file(run.out / LOG_FILE):
-        log.debug(f"=== transferkit {__version__} train {run.data} --out {run.out}, "
+        log.debug(f"=== transferkit {__version__} train {run.source} --out {run.out}, "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
         return STRATEGIES[cfg.strategy](run)
