@@ -75,13 +75,14 @@ def format_epoch(r: EpochResult, improved: bool) -> str:
 
 
 class EpochLog(Callback):
-    """One log line per epoch (at `level`: the console shows INFO, the run's log file everything)."""
+    """One log line per epoch, to `logger` (default: transferkit's, which the console shows; pass
+    `io.logfile.details()` for the run's log file only)."""
 
-    def __init__(self, level: int = logging.INFO) -> None:
-        self.level = level
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or log
 
     def after_epoch(self, stage: Stage, result: EpochResult, improved: bool, state: LoopState) -> None:
-        log.log(self.level, format_epoch(result, improved))
+        self.logger.info(format_epoch(result, improved))
 
 
 class Checkpoint(Callback):

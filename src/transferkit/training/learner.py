@@ -28,6 +28,7 @@ from transferkit.data.preprocess import Augmentation
 from transferkit.data.split import ImageData
 from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.evaluation.predict import infer_files
+from transferkit.io.logfile import details
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.callbacks import EarlyStopping, RestoreBest
@@ -107,7 +108,7 @@ class Learner:
         batches = FeatureBatches(torch.from_numpy(pooled).to(device), labels, self.batch_size, self._seed, epochs)
         stage = Stage("probe", 1, batches, self._validate, head_optimizer(self.model.head, lr, self._weight_decay),
                       {"head": lr}, micro_batch=self.batch_size, warmup_epochs=1 / epochs)
-        log.debug(f"probe: features of {len(kept)} training images in {time.perf_counter() - start:.1f}s")
+        details().info(f"probe: features of {len(kept)} training images in {time.perf_counter() - start:.1f}s")
         (result,) = fit(self.model.head, stage, self.loss_fn, self.runtime, self.best, self._state_for("probe"),
                         self.callbacks, best_of=self.model)
         return result

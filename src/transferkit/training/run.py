@@ -14,6 +14,7 @@ from transferkit.data.repeats import LEAK
 from transferkit.data.split import ImageData
 from transferkit.evaluation.metrics import Metrics
 from transferkit.io.bundle import save_bundle
+from transferkit.io.logfile import details
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.config import TrainConfig
@@ -73,7 +74,7 @@ def log_data(data: ImageData, out: Path) -> None:
             log.info(f"warning: {leaks} of them had the same content as a file in another class ({LEAK}); "
                      f"each was kept once, in the first class")
         for path, reason in data.skipped:
-            log.debug(f"  skipped {path}: {reason}")
+            details().info(f"  skipped {path}: {reason}")
     log.info(f"{len(data.classes)} classes, {len(data.train.samples)} training and {len(data.val.samples)} "
              f"validation images")
 

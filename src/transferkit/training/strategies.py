@@ -29,7 +29,7 @@ from transferkit.evaluation.metrics import Metrics, compute_metrics
 from transferkit.evaluation.predict import evaluate
 from transferkit.features.extract import extract_features
 from transferkit.io.bundle import CHECKPOINT_FILE
-from transferkit.io.logfile import log_to_file
+from transferkit.io.logfile import details, log_to_file
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar, RestoreBest
@@ -153,7 +153,7 @@ def _train_on_features(run: Run) -> TrainResult:
     best = Best()
     log.info(f"training the head on cached features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
     history = fit(head, stage, loss_fn, runtime, best, LoopState(),
-                  [EpochLog(logging.DEBUG), RestoreBest(best, head)])
+                  [EpochLog(details()), RestoreBest(best, head)])
     model.eval()
     with torch.no_grad():
         val_probs = head(x_val).softmax(1).cpu().numpy()
@@ -191,6 +191,6 @@ def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[s
     run = Run(source, Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
               resume, Path(features) if features is not None else None, time.perf_counter())
     with log_to_file(run.out / LOG_FILE):
-        log.debug(f"=== transferkit {__version__} train {run.source} --out {run.out}, "
+        details().info(f"=== transferkit {__version__} train {run.source} --out {run.out}, "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
         return STRATEGIES[cfg.strategy](run)

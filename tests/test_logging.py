@@ -1,0 +1,30 @@
+"""What the library logs, and where: INFO lines for whoever configured logging (the CLI prints them), details
+(each skipped file) in the run's log file only, never on a program's console."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transferkit.training.config import TrainConfig
+from transferkit.training.strategies import train
+
+
+def test_details_reach_the_run_log_but_not_a_configured_console(photo_data: Path, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    data = Path(shutil.copytree(photo_data, tmp_path / "data"))
+    (data / "cat" / "broken.jpg").write_bytes(b"not a picture")
+    out = tmp_path / "run"
+    level = logging.getLogger("transferkit").level
+    with caplog.at_level(logging.DEBUG):  # as a program that set up logging for everything would
+        train(data, out, TrainConfig(strategy="frozen", epochs=1, probe_epochs=2, batch_size=8, val_split=0.25))
+    console = caplog.messages
+    assert any("skipped 1 unreadable file(s)" in m for m in console)  # the summary is for everyone
+    assert not any("broken.jpg" in m for m in console)  # the list of files is a detail
+    assert all(r.levelno >= logging.INFO for r in caplog.records if r.name.startswith("transferkit"))
+    log = (out / "train.log").read_text(encoding="utf-8")
+    assert "broken.jpg" in log and "head epoch 1" in log and log.startswith("=== transferkit")
+    assert logging.getLogger("transferkit").level == level  # the run left the logger as it found it
