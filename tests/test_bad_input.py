@@ -255,6 +255,7 @@ def test_unreadable_file_as_unprivileged_user(good_data: Path, trained_run: Trai
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_real_process_with_bad_files_prints_no_traceback(messy: tuple[Path, dict[str, Path]]) -> None:
     """Outside pytest's capture, with decoding in worker processes: still one line per skipped file."""
     planted = messy[1]

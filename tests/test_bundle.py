@@ -36,6 +36,7 @@ def test_run_folder_holds_safetensors_and_json_only(trained_run: TrainResult) ->
     assert (run / WEIGHTS_FILE).read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
 
 
+@pytest.mark.slow
 def test_loaded_bundle_predicts_exactly_like_the_saved_model_in_a_new_process(
         trained_run: TrainResult, photo_test_data: Path, tmp_path: Path) -> None:
     paths = sorted(str(p) for p in photo_test_data.rglob("*.*"))

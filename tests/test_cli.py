@@ -157,7 +157,7 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _spawn("train", str(photo_data), "--out", str(out), "--epochs", "30", "--patience", "30",
+    proc = _spawn("train", str(photo_data), "--out", str(out), "--epochs", "300", "--patience", "300",
                   "--batch-size", "8", "--lr", "1e-4")
     checkpoint = out / CHECKPOINT_FILE
     deadline = time.monotonic() + 240

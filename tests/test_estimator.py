@@ -182,6 +182,7 @@ def test_fits_sharing_a_feature_cache_take_turns(tmp_path: Path) -> None:
     assert order == ["first", "second"]
 
 
+@pytest.mark.slow
 def test_cross_val_score_and_a_grid_search_over_a_pipeline(photos: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = photos
     scores = cross_val_score(TransferClassifier(probe_epochs=10, workers=0), X, y, cv=3)

@@ -198,6 +198,7 @@ print(f"exit {code}, imported {heavy}")
 """
 
 
+@pytest.mark.slow
 def test_cli_extract_answers_an_up_to_date_cache_without_torch(photo_data: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     data = Path(shutil.copytree(photo_data, tmp_path / "data"))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.slow
 def test_fuzz_briefly(target: str) -> None:
     start = time.monotonic()
     assert run_for(target, seconds=4, batch=100) >= 10

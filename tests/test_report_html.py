@@ -138,6 +138,7 @@ _IMAGES_LOADED = """<script>window.addEventListener('load', () => {
 
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium; "
                                                 "the CI script .ci/run installs it)")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_file: tuple[Path, str, str], tmp_path: Path) -> None:
     browser = _chromium()
     assert browser is not None

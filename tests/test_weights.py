@@ -205,6 +205,7 @@ def _timed_run(args: list[str], env: dict[str, str]) -> tuple[subprocess.Complet
 
 
 @pytest.mark.parametrize("endpoint", [None, "https://huggingface.invalid"], ids=["huggingface.co", "unresolvable"])
+@pytest.mark.slow
 def test_offline_missing_weights_is_one_line_at_once(tmp_path: Path, endpoint: str | None) -> None:
     """Not in offline mode (the hub would retry five times with backoff, logging each retry, ~30 s), yet
     without network: the answer is our one line, as fast as a run that never looks for weights. The hub's

@@ -6,6 +6,13 @@ advance from epoch to epoch (and, with persistent workers, live inside the worke
 epoch 5 would then see different batches from an uninterrupted one. Here the sampler derives epoch e's order
 from seed + e, and passes (epoch, index) to the dataset, which seeds the augmentation of that one item from
 them. So a resumed run is bit-identical to an uninterrupted one, whatever the number of decoding workers.
+
+Workers live for one pass (`persistent_workers=False`). Persistent workers outlive the pass inside the loader,
+and a loader held in a reference cycle (a Learner and its callbacks) is then shut down by the cyclic garbage
+collector, which can close the queues before the workers are told to stop: each worker waits out a 5 s join.
+Starting two of them costs 40-65 ms a pass here, as much as decoding 30-60 small images, and they only pay when
+decoding overlaps a model's step: a small pass (under `SMALL_PASS` images) is decoded in this process
+(`benchmarks/loader_workers.py`).
 """
 
 from __future__ import annotations
@@ -19,9 +26,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transferkit.data.files import Sample
 from transferkit.data.images import BadImage, load_image
 
-__all__ = ["EpochSampler", "ImageDataset", "SeededItems", "collate_skip_bad", "make_loader", "make_train_loader"]
+__all__ = ["SMALL_PASS", "EpochSampler", "ImageDataset", "SeededItems", "collate_skip_bad", "make_loader",
+           "make_train_loader", "pass_workers"]
 
 _MIX = 1_000_003  # spreads (seed, epoch, index) over seeds; any odd constant would do
+SMALL_PASS = 64  # images: below this, starting workers costs about as much as decoding the whole pass here
+
+
+def pass_workers(images: int, workers: int) -> int:
+    """The decoding workers worth starting for a pass over `images` images: none for a small pass."""
+    return workers if images >= SMALL_PASS else 0
 
 
 class ImageDataset(Dataset):
@@ -61,9 +75,10 @@ def collate_skip_bad(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torc
 
 def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
                 batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
-    """Samples in order; decoding and transforms run in `workers` processes (0: in this process)."""
-    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size, num_workers=workers,
-                      collate_fn=collate_skip_bad, persistent_workers=workers > 0,
+    """Samples in order; decoding and transforms run in `workers` processes (0, or a small pass: here)."""
+    return DataLoader(ImageDataset(samples, transform, min_size), batch_size=batch_size,
+                      num_workers=pass_workers(len(samples), workers),
+                      collate_fn=collate_skip_bad, persistent_workers=False,
                       generator=torch.Generator().manual_seed(0),  # else each pass draws from the global stream
                       pin_memory=pin_memory)
 
@@ -106,7 +121,8 @@ def make_train_loader(samples: Sequence[Sample], transform: Callable[[Image.Imag
     """The shuffled, augmented training loader and its sampler (whose `epoch` a resumed run restores)."""
     sampler = EpochSampler(len(samples), seed)
     loader = DataLoader(SeededItems(ImageDataset(samples, transform, min_size), seed), batch_size=batch_size,
-                        sampler=sampler, num_workers=workers, collate_fn=collate_skip_bad,
+                        sampler=sampler, num_workers=pass_workers(len(samples), workers),
+                        collate_fn=collate_skip_bad,
                         generator=torch.Generator().manual_seed(seed),  # not the global stream dropout uses
-                        persistent_workers=workers > 0, pin_memory=pin_memory)
+                        persistent_workers=False, pin_memory=pin_memory)
     return loader, sampler

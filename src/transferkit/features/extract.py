@@ -27,6 +27,7 @@ from tqdm import tqdm
 from transferkit._version import __version__
 from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.images import BadImage, load_image
+from transferkit.data.loaders import pass_workers
 from transferkit.data.preprocess import Augmentation, Preprocessing
 from transferkit.data.transforms import eval_transform, train_transform
 from transferkit.features.cache import (
@@ -230,7 +231,7 @@ def _compute(runner: Engine, paths: list[Path], rows: list[int], backbone: Backb
     """Features of `paths` into `feats[rows]` (and views); decoding overlaps the engine in worker processes.
     Returns images per second and the rows whose file failed to decode, with the reason."""
     k = views.shape[1] if views is not None else 0
-    workers = extract_workers() if workers is None else workers
+    workers = pass_workers(len(paths), extract_workers() if workers is None else workers)
     per_batch = max(1, runner.batch_size // (k + 1))
     dataset = _Views(paths, rows, hashes, backbone.preprocessing, k, augmentation, seed)
     loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=_collate,
