@@ -1,0 +1,93 @@
+"""Several processes under `torchrun`: PyTorch's own process group, and the few collective steps transferkit needs.
+
+`torchrun --nproc-per-node N -m transferkit train …` starts N copies of the command with `RANK`, `LOCAL_RANK`
+and `WORLD_SIZE` set (`runtime.Runtime.detect` reads them). `start` joins the group (`nccl` on CUDA, `gloo` on a
+CPU); everything else here is a no-op in a single process, so callers need no `if distributed:` branches.
+Only rank 0 writes files and talks (`Runtime.is_main`); the others compute and wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from transferkit.runtime import Runtime
+
+__all__ = ["active", "all_sum", "average_buffers", "barrier", "gather", "shard", "start", "stop", "wrap"]
+
+T = TypeVar("T")
+
+
+def start(runtime: Runtime) -> None:
+    """Join the process group of a torchrun job (once; nothing in a single process)."""
+    if runtime.world_size <= 1 or dist.is_initialized():
+        return
+    if runtime.device.type == "cuda":
+        torch.cuda.set_device(runtime.device)
+    dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
+
+
+def stop() -> None:
+    """Leave the process group (the end of a command), after every rank got here."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard(items: Sequence[T], runtime: Runtime) -> list[T]:
+    """This process's share of `items`: every `world_size`-th one from `rank` (all of them in one process)."""
+    return list(items[runtime.rank::runtime.world_size])
+
+
+def gather(part: Any) -> list[Any]:
+    """Every rank's `part`, in rank order, on every rank (`[part]` in one process)."""
+    if not active():
+        return [part]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return parts
+
+
+def all_sum(values: Sequence[float], runtime: Runtime) -> list[float]:
+    """The sums of `values` over all ranks (the values themselves in one process)."""
+    if not active():
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """`model` in DistributedDataParallel for one stage (rank 0's weights are broadcast to all); `model` itself in
+    one process. Wrap again whenever the trainable parameters change: DDP only syncs those trainable when it was
+    made. Buffers are not broadcast on every forward: BatchNorm statistics, when trained, are averaged after each
+    epoch (`average_buffers`), since SyncBatchNorm does not run on a CPU."""
+    if not active():
+        return model
+    device_ids = [runtime.device] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def average_buffers(model: nn.Module) -> None:
+    """Average the floating-point buffers (BatchNorm running statistics) of `model` over all ranks."""
+    if not active():
+        return
+    world = dist.get_world_size()
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(world)
