@@ -8,6 +8,8 @@ Only rank 0 writes files and talks (`Runtime.is_main`); the others compute and w
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -18,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from transferkit.runtime import Runtime
 
-__all__ = ["active", "all_sum", "average_buffers", "barrier", "gather", "shard", "start", "stop", "wrap"]
+__all__ = ["active", "all_sum", "average_buffers", "barrier", "gather", "parameters_agree", "shard", "start", "stop",
+           "wrap"]
 
 T = TypeVar("T")
 
@@ -29,7 +32,13 @@ def start(runtime: Runtime) -> None:
         return
     if runtime.device.type == "cuda":
         torch.cuda.set_device(runtime.device)
-    dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
+    # torchrun's agent keeps its key-value store across restarts (`--max-restarts`): without a prefix of its own,
+    # a restarted group would read the addresses its killed predecessors published there, and fail to connect.
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo",
+                            store=dist.PrefixStore(f"transferkit/attempt-{attempt}", store), rank=rank,
+                            world_size=world_size)
 
 
 def stop() -> None:
@@ -79,7 +88,7 @@ def wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
     if not active():
         return model
     device_ids = [runtime.device] if runtime.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def average_buffers(model: nn.Module) -> None:
@@ -91,3 +100,18 @@ def average_buffers(model: nn.Module) -> None:
         if buffer.is_floating_point():
             dist.all_reduce(buffer)
             buffer.div_(world)
+
+
+def parameters_agree(model: nn.Module) -> str:
+    """The sha256 of `model`'s weights, checked to be the same on every rank (a RuntimeError names the ranks that
+    differ: data-parallel training must leave every process with the same model)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    mine = digest.hexdigest()
+    everyone = gather(mine)
+    if any(other != mine for other in everyone):
+        differ = [rank for rank, other in enumerate(everyone) if other != everyone[0]]
+        raise RuntimeError(f"the processes ended with different weights (ranks {differ} differ from rank 0)")
+    return mine

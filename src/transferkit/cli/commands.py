@@ -136,16 +136,19 @@ def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str,
 
 
 def _train(args: argparse.Namespace, config: TrainConfig) -> None:
+    """Train (under torchrun: every process trains, rank 0 writes the bundle and the report)."""
+    from transferkit import distributed
     from transferkit.training.strategies import train
 
     runtime = _runtime()
     result = train(args.data, args.out, config, args.test, resume=args.resume, features=args.features,
                    runtime=runtime)
-    if args.report and args.test is not None:
+    if args.report and args.test is not None and runtime.is_main:
         _report(args.out, args.test, args.out / "report.html", str(args.test), runtime)
-    elif args.report and result.validation is not None:
+    elif args.report and result.validation is not None and runtime.is_main:
         _report(args.out, result.validation, args.out / "report.html", f"the validation split of {args.data}",
                 runtime, on_validation=True)
+    distributed.stop()
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -209,7 +209,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ntransferkit: interrupted{where}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line and exit 1, the traceback in a file
+        if _peer_failed(exc):
+            print(f"transferkit: error: another process of this torchrun job stopped ({str(exc).splitlines()[0]}); "
+                  f"with --max-restarts torchrun restarts the job, and train --resume continues from the last "
+                  f"epoch", file=sys.stderr)
+            return 1
         return report_internal_error(exc, argv)
+
+
+def _peer_failed(exc: Exception) -> bool:
+    """Whether `exc` is torch.distributed telling this process that a peer of its torchrun job went away."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or ("gloo" in text or "nccl" in text or "connection reset" in text)
 
 
 if __name__ == "__main__":

@@ -83,20 +83,29 @@ def make_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], to
                       pin_memory=pin_memory)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """A fresh seeded permutation per epoch. `epoch` counts the epochs started so far; a resumed run sets it."""
+class EpochSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of (epoch, index) keys in a fresh seeded permutation per epoch. `epoch` counts the epochs started so
+    far; a resumed run sets it.
 
-    def __init__(self, size: int, seed: int) -> None:
+    With `world_size` processes, `batch_size` is each process's share: global batch k is
+    `order[k*B*W:(k+1)*B*W]` and this process (`rank`) takes every W-th key of it. So W processes see, step by
+    step, the same images as one process with batches of B*W, and all have the same number of steps (the last
+    share may be empty: see `loop.train_one_epoch`)."""
+
+    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // (self.batch_size * self.world_size))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         generator = torch.Generator().manual_seed(self.seed * _MIX + epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
-        return iter([(epoch, index) for index in order])
+        step = self.batch_size * self.world_size
+        return iter([[(epoch, index) for index in order[start:start + step][self.rank::self.world_size]]
+                     for start in range(0, self.size, step)])
 
 
 class SeededItems(Dataset):
@@ -116,13 +125,13 @@ class SeededItems(Dataset):
 
 
 def make_train_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor], min_size: int,
-                      batch_size: int, workers: int, seed: int,
-                      pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
-    """The shuffled, augmented training loader and its sampler (whose `epoch` a resumed run restores)."""
-    sampler = EpochSampler(len(samples), seed)
-    loader = DataLoader(SeededItems(ImageDataset(samples, transform, min_size), seed), batch_size=batch_size,
-                        sampler=sampler, num_workers=pass_workers(len(samples), workers),
-                        collate_fn=collate_skip_bad,
+                      batch_size: int, workers: int, seed: int, pin_memory: bool = False, rank: int = 0,
+                      world_size: int = 1) -> tuple[DataLoader, EpochSampler]:
+    """The shuffled, augmented training loader and its sampler (whose `epoch` a resumed run restores); with
+    `world_size` processes, this `rank`'s share of each global batch of `batch_size * world_size`."""
+    sampler = EpochSampler(len(samples), seed, batch_size, rank, world_size)
+    loader = DataLoader(SeededItems(ImageDataset(samples, transform, min_size), seed), batch_sampler=sampler,
+                        num_workers=pass_workers(len(samples) // world_size, workers), collate_fn=collate_skip_bad,
                         generator=torch.Generator().manual_seed(seed),  # not the global stream dropout uses
                         persistent_workers=False, pin_memory=pin_memory)
     return loader, sampler

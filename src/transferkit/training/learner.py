@@ -11,6 +11,11 @@
 The optimizer's parameter groups are made once, at construction; freezing only flips `requires_grad`. The best
 validation loss is tracked across stages, so a stage that only makes things worse leaves the earlier weights.
 `state_dict()` / `load_state_dict()` is everything a resumed run needs besides the random states.
+
+Under torchrun each process loads its share of every global batch (`batch_size` per process) and validates its
+share of the images; each stage wraps the model in DistributedDataParallel anew, since DDP syncs only the
+parameters that were trainable when it was made. The probe's features are computed in shares and gathered, and
+every process fits the same head on all of them.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from transferkit import distributed
 from transferkit.data.loaders import make_loader, make_train_loader
 from transferkit.data.preprocess import Augmentation
 from transferkit.data.split import ImageData
@@ -71,12 +78,12 @@ class Learner:
         self.history: list[EpochResult] = []
         self.callbacks: list[Callback] = [_History(self.history), *callbacks]
         self._resumed: LoopState | None = None  # set by load_state_dict, taken by the first fit of its stage
-        p, workers = model.preprocessing, self.runtime.workers
+        p, rt = model.preprocessing, self.runtime
         self.train_loader, self.sampler = make_train_loader(
-            data.train.samples, train_transform(p, augmentation), p.resize_size, batch_size, workers, seed,
-            self.runtime.pin_memory)
-        self.val_loader = make_loader(data.val.samples, eval_transform(p), p.resize_size, batch_size, workers,
-                                      self.runtime.pin_memory)
+            data.train.samples, train_transform(p, augmentation), p.resize_size, batch_size, rt.workers, seed,
+            rt.pin_memory, rt.rank, rt.world_size)
+        self.val_loader = make_loader(distributed.shard(data.val.samples, rt), eval_transform(p), p.resize_size,
+                                      batch_size, rt.workers, rt.pin_memory)
         self._weight_decay, self._seed = weight_decay, seed
 
     def _micro_batch(self) -> int:
@@ -84,7 +91,13 @@ class Learner:
         return self.batch_size if self.model.train_bn else self.runtime.micro_batch_size(self.batch_size)
 
     def _validate(self) -> tuple[float, float]:
-        return evaluate_loss(self.model, self.val_loader, self.loss_fn, self.runtime, self._micro_batch())
+        if self.model.train_bn:  # each process updated its own BatchNorm statistics: validate with their mean
+            distributed.average_buffers(self.model)
+        loss, accuracy, count = evaluate_loss(self.model, self.val_loader, self.loss_fn, self.runtime,
+                                              self._micro_batch())
+        if self.runtime.world_size > 1:
+            details().info(f"validated {count} images on {self.runtime.world_size} processes")
+        return loss, accuracy
 
     def _state_for(self, name: str) -> LoopState:
         """A fresh state for a new stage; the restored one for the stage a resumed run was in (once)."""
@@ -100,12 +113,17 @@ class Learner:
             raise ValueError("probe() needs the base frozen: call model.freeze_base() first")
         lr = HEAD_LR_RATIO * 1e-3 if lr is None else lr
         start = time.perf_counter()
-        samples = self.data.train.samples
-        pooled, kept = infer_files(self.model.base, self.model.preprocessing, [s.path for s in samples],
-                                   self.runtime, self.batch_size, softmax=False)
-        device = self.runtime.device
-        labels = torch.tensor([samples[i].label for i in kept], device=device)
-        batches = FeatureBatches(torch.from_numpy(pooled).to(device), labels, self.batch_size, self._seed, epochs)
+        samples, rt = self.data.train.samples, self.runtime
+        share = distributed.shard(range(len(samples)), rt)
+        pooled, kept = infer_files(self.model.base, self.model.preprocessing, [samples[i].path for i in share],
+                                   rt, self.batch_size, softmax=False)
+        parts = distributed.gather((pooled, [share[i] for i in kept]))  # every share, in the samples' order
+        rows = np.concatenate([part_rows for _, part_rows in parts]).astype(int)
+        order = np.argsort(rows, kind="stable")
+        pooled, kept = np.concatenate([part for part, _ in parts])[order], rows[order].tolist()
+        labels = torch.tensor([samples[i].label for i in kept], device=rt.device)
+        batches = FeatureBatches(torch.from_numpy(pooled).to(rt.device), labels, self.batch_size * rt.world_size,
+                                 self._seed, epochs)
         stage = Stage("probe", 1, batches, self._validate, head_optimizer(self.model.head, lr, self._weight_decay),
                       {"head": lr}, micro_batch=self.batch_size, warmup_epochs=1 / epochs)
         details().info(f"probe: features of {len(kept)} training images in {time.perf_counter() - start:.1f}s")
@@ -121,10 +139,12 @@ class Learner:
         name = name or f"stage {len({r.stage for r in self.history}) + 1}"
         base_lr = lr / 10 if base_lr is None else base_lr
         rates = group_lrs([g["name"] for g in self.optimizer.param_groups], lr, base_lr, lr_spread)
+        size = self.model.preprocessing.input_size
         stage = Stage(name, epochs, self.train_loader, self._validate, self.optimizer, rates, self._micro_batch(),
-                      warmup_epochs)
+                      warmup_epochs, blank=torch.zeros(0, 3, size, size))
         callbacks = [EarlyStopping(patience), RestoreBest(self.best, self.model), *self.callbacks]
-        return fit(self.model, stage, self.loss_fn, self.runtime, self.best, self._state_for(name), callbacks)
+        return fit(distributed.wrap(self.model, self.runtime), stage, self.loss_fn, self.runtime, self.best,
+                   self._state_for(name), callbacks, best_of=self.model)
 
     def fine_tune(self, epochs: int = 4, lr: float = 1e-3, fine_tune_epochs: int = 4, fine_tune_lr: float = 1e-4,
                   unfreeze_blocks: int | None = 2, probe_epochs: int = 30, lr_spread: float = LR_SPREAD,

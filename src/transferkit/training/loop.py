@@ -17,8 +17,10 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from transferkit import distributed
 from transferkit.runtime import Runtime
 from transferkit.training.schedule import lr_at
 
@@ -53,7 +55,8 @@ class EpochResult:
 class Stage:
     """One call of `fit`: `epochs` passes over `batches`, each followed by `validate()` (loss, accuracy).
     `rates` are the peak learning rates per optimizer group name; `micro_batch` the most examples per forward
-    pass (gradients add up to the whole batch's)."""
+    pass (gradients add up to the whole batch's). `blank` is an empty input batch: under torchrun, a process
+    whose share of a step is empty still runs it (every process must take part in each gradient all-reduce)."""
 
     name: str
     epochs: int
@@ -63,6 +66,7 @@ class Stage:
     rates: dict[str, float]
     micro_batch: int
     warmup_epochs: float = 1.0
+    blank: torch.Tensor | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -152,18 +156,33 @@ class _Totals:
     def mean(self) -> tuple[float, float]:
         return self.loss / max(1, self.seen), self.correct / max(1, self.seen)
 
+    def over_all_processes(self, runtime: Runtime) -> _Totals:
+        """The totals of every process of a torchrun job (these totals in a single process)."""
+        if not distributed.active():
+            return self
+        loss, correct, seen = distributed.all_sum([self.loss, self.correct, self.seen], runtime)
+        return _Totals(loss, int(correct), int(seen))
+
 
 def _to_device(inputs: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return runtime.images(inputs) if inputs.ndim == 4 else inputs.to(runtime.device)
 
 
-def _slice_share(loss_fn: nn.Module, part: torch.Tensor, whole: torch.Tensor) -> float | torch.Tensor:
-    """The weight of a micro-batch's mean loss in its batch's mean loss. A class-weighted mean divides by the
-    sum of the weights, not the count, so a slice weighs its share of that sum."""
+def _step_total(loss_fn: nn.Module, labels: torch.Tensor, runtime: Runtime, parallel: bool) -> float | torch.Tensor:
+    """What the step's mean loss divides by: its examples, or the sum of their class weights (a class-weighted
+    mean divides by that); for a data-parallel model, over every process's share of the step."""
     weight = getattr(loss_fn, "weight", None)
-    if weight is None:
-        return len(part) / len(whole)
-    return weight[part].sum() / weight[whole].sum()
+    total: float | torch.Tensor = len(labels) if weight is None else weight[labels].sum()
+    return distributed.all_sum([float(total)], runtime)[0] if parallel else total
+
+
+def _slice_share(loss_fn: nn.Module, part: torch.Tensor, total: float | torch.Tensor,
+                 processes: int) -> float | torch.Tensor:
+    """The weight of a micro-batch's mean loss in its step's mean loss. DDP averages the gradients of its
+    `processes`, hence the factor."""
+    weight = getattr(loss_fn, "weight", None)
+    share = (len(part) if weight is None else weight[part].sum()) / total
+    return share * processes if processes > 1 else share
 
 
 def train_one_epoch(model: nn.Module, stage: Stage, loss_fn: nn.Module, runtime: Runtime, step: int,
@@ -171,35 +190,47 @@ def train_one_epoch(model: nn.Module, stage: Stage, loss_fn: nn.Module, runtime:
     """One pass over the stage's batches. Returns (mean loss, accuracy, next global step).
 
     Each batch runs in slices of `stage.micro_batch` examples whose gradients add up to the batch's (exact while
-    BatchNorm is in inference mode); with several processes, gradients are all-reduced on the last slice only."""
+    BatchNorm is in inference mode); with several processes, gradients are all-reduced on the last slice only,
+    and a process whose share of the step is empty runs `stage.blank` with a zero loss to take part. (A model
+    that is not DistributedDataParallel is trained alone, even under torchrun: the probe's head on features every
+    process holds.)"""
+    parallel = isinstance(model, DistributedDataParallel)
+    processes = runtime.world_size if parallel else 1
     model.train()
     totals = _Totals()
     for batch in stage.batches:
         if batch is None:
-            continue
+            if not parallel or stage.blank is None:
+                continue
+            batch = (stage.blank, torch.empty(0, dtype=torch.long))
         inputs, labels = _to_device(batch[0], runtime), batch[1].to(runtime.device)
+        total = _step_total(loss_fn, labels, runtime, parallel)
+        if parallel and total == 0:
+            continue  # nothing on any process could be read: skipped, as a single process would
         stage.set_lr(step)
         stage.optimizer.zero_grad(set_to_none=True)
         slices = list(zip(inputs.split(stage.micro_batch), labels.split(stage.micro_batch)))
-        for i, (xs, ys) in enumerate(slices):
+        shares = [_slice_share(loss_fn, ys, total, processes) if len(ys) else 0.0 for _, ys in slices]
+        for i, ((xs, ys), share) in enumerate(zip(slices, shares)):
             with runtime.no_sync(model, last=i == len(slices) - 1):
                 with runtime.autocast():
                     logits = model(xs).float()
-                loss = loss_fn(logits, ys)
-                (loss * _slice_share(loss_fn, ys, labels)).backward()
+                loss = loss_fn(logits, ys) if len(ys) else logits.sum() * 0.0
+                (loss * share).backward()
             totals.add(loss.item(), logits, ys)
         stage.optimizer.step()
         step += 1
         totals.seen += len(labels)
         for cb in callbacks:
             cb.after_batch(stage, *totals.mean)
-    return *totals.mean, step
+    return *(totals.over_all_processes(runtime) if parallel else totals).mean, step
 
 
 @torch.inference_mode()
 def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: nn.Module, runtime: Runtime,
-                  micro_batch: int) -> tuple[float, float]:
-    """Mean loss and accuracy over the batches, in inference mode."""
+                  micro_batch: int) -> tuple[float, float, int]:
+    """Mean loss, accuracy and the number of examples over the batches, in inference mode (under torchrun,
+    over every process's batches: each validates its own share of the images)."""
     model.eval()
     totals = _Totals()
     for batch in tqdm(batches, desc="validating", unit="batch", leave=False, disable=None):
@@ -210,7 +241,8 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: nn.Module
             logits = torch.cat([model(xs) for xs in inputs.split(micro_batch)]).float()
         totals.add(float(loss_fn(logits, labels)), logits, labels)
         totals.seen += len(labels)
-    return totals.mean
+    everyone = totals.over_all_processes(runtime)
+    return *everyone.mean, everyone.seen
 
 
 def fit(model: nn.Module, stage: Stage, loss_fn: nn.Module, runtime: Runtime, best: Best, state: LoopState,

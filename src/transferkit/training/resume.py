@@ -6,7 +6,8 @@ and in its JSON header the stage, epoch and step, the early-stopping count, the 
 hyper-parameters, the training config and a fingerprint of the data split. Because it is one file replaced by
 a rename, a crash leaves either the previous epoch's state or the new one, never a mix. With it (and the
 epoch-seeded batches of `data/loaders.py`) a run killed and resumed any number of times ends with the same weights,
-bit for bit on a CPU, as a run never interrupted.
+bit for bit on a CPU, as a run never interrupted. Under torchrun, rank 0 writes it with every rank's torch random
+state (dropout draws differ between processes), and every rank reads it back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from transferkit import distributed
 from transferkit.data.split import ImageData
 from transferkit.errors import UserError
 from transferkit.io.atomic import atomic_write_bytes, remove_stale_temporaries
@@ -70,7 +72,11 @@ class SaveResume(Callback):
 
 
 def save_resume(path: Path, learner: Learner, stage: str, fp: dict[str, Any]) -> None:
-    """Write the state after an epoch of `stage` (atomically: temp file, fsync, rename)."""
+    """Write the state after an epoch of `stage` (atomically: temp file, fsync, rename). Every rank of a
+    torchrun job calls this (their random states are gathered); rank 0 writes."""
+    torch_states = distributed.gather(torch.get_rng_state())
+    if not learner.runtime.is_main:
+        return
     state = learner.state_dict()
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state["model"].items()}
     if state["best"]["state"] is not None:
@@ -79,7 +85,8 @@ def save_resume(path: Path, learner: Learner, stage: str, fp: dict[str, Any]) ->
     for index, slots in optimizer["state"].items():
         tensors |= {f"optim.{index}.{name}": v.detach().cpu().contiguous() for name, v in slots.items()}
     np_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple form
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.torch"] = torch_states[0]
+    tensors |= {f"rng.torch.{rank}": other for rank, other in enumerate(torch_states[1:], 1)}
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
     if torch.cuda.is_available():
         for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
@@ -122,10 +129,11 @@ def load_resume(path: Path, fp: dict[str, Any]) -> ResumeState | None:
     return ResumeState(meta["stage"], meta, tensors)
 
 
-def resume_point(out: Path, fp: dict[str, Any]) -> ResumeState | None:
+def resume_point(out: Path, fp: dict[str, Any], tidy: bool = True) -> ResumeState | None:
     """`train --resume`: the state to continue from, or None (and a log line) when the run never finished an
-    epoch; a run that already finished is refused, since there is nothing to continue."""
-    for path in remove_stale_temporaries(out):
+    epoch; a run that already finished is refused, since there is nothing to continue. `tidy`: remove what an
+    interrupted write left (only the process that writes should)."""
+    for path in remove_stale_temporaries(out) if tidy else ():
         log.info(f"removed {path}, a temporary file of a write that was interrupted")
     state = load_resume(out / RESUME_FILE, fp)
     if state is None and (out / "model.json").is_file():
@@ -156,7 +164,8 @@ def restore(state: ResumeState, learner: Learner) -> None:
         "sampler_epoch": meta["sampler_epoch"],
         "history": meta["history"],
     })
-    torch.set_rng_state(tensors["rng.torch"])
+    rank = learner.runtime.rank
+    torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch"]) if rank else tensors["rng.torch"])
     cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(_with_prefix(tensors, "rng.cuda.")))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)

@@ -85,8 +85,10 @@ def log_backbone(model: TransferModel) -> None:
 
 
 def save_run(run: Run, model: TransferModel, history: list[EpochResult], best: str, data: ImageData,
-             val_metrics: Metrics, test_metrics: Metrics | None, features: dict[str, Any] | None = None) -> None:
-    """The bundle, with what the run did in its metadata; the resume state is no longer needed after it."""
+             val_metrics: Metrics, test_metrics: Metrics | None, features: dict[str, Any] | None = None,
+             processes: dict[str, Any] | None = None) -> None:
+    """The bundle, with what the run did in its metadata (`processes`: how a torchrun job was spread); the resume
+    state is no longer needed after it."""
     extra = {
         "train_config": run.cfg.to_json(),
         "history": [h.to_json() for h in history],
@@ -97,6 +99,7 @@ def save_run(run: Run, model: TransferModel, history: list[EpochResult], best: s
         "metrics": {"validation": val_metrics.to_json(), "test": test_metrics.to_json() if test_metrics else None},
         "seconds": round(time.perf_counter() - run.started, 1),
         **({"features": features} if features is not None else {}),
+        **({"processes": processes} if processes is not None else {}),
     }
     save_bundle(model, run.out, extra)
     (run.out / RESUME_FILE).unlink(missing_ok=True)  # the bundle is the result now; nothing is left to resume

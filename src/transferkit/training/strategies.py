@@ -16,11 +16,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from transferkit import distributed
 from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
 from transferkit.data.files import LabelledFiles, Sample, check_trainable
@@ -84,24 +86,38 @@ def _train_images(run: Run) -> TrainResult:
     model.train_bn = cfg.train_bn
     log_backbone(model)
     run_fingerprint = fingerprint(cfg, data)
-    state = resume_point(run.out, run_fingerprint) if run.resume else None
+    main = run.runtime.is_main
+    state = resume_point(run.out, run_fingerprint, tidy=main) if run.resume else None
     learner = Learner(model, data, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
                       cfg.class_weights, cfg.seed, run.runtime)
     summary = StageSummary(learner, test_files)
     checkpoint = Checkpoint(model, run.out / CHECKPOINT_FILE, lambda: {
         "train_config": cfg.to_json(), "history": [h.to_json() for h in learner.history]})
-    learner.callbacks += [ProgressBar(), EpochLog(), checkpoint, SaveResume(run.out / RESUME_FILE, learner,
-                                                                             run_fingerprint), summary]
+    save_state = SaveResume(run.out / RESUME_FILE, learner, run_fingerprint)  # every rank: it gathers their states
+    learner.callbacks += [ProgressBar(), EpochLog(), checkpoint, save_state, summary] if main else [save_state]
     if state is not None:
         restore(state, learner)
     fine_tune_epochs = cfg.fine_tune_epochs if cfg.strategy == "finetune" else 0
     learner.fine_tune(epochs=cfg.epochs, lr=cfg.lr, fine_tune_epochs=fine_tune_epochs, fine_tune_lr=cfg.fine_tune_lr,
                       unfreeze_blocks=cfg.unfreeze_blocks, probe_epochs=cfg.probe_epochs, lr_spread=cfg.lr_spread,
                       patience=cfg.patience, warmup_epochs=cfg.warmup_epochs)
-    assert summary.val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
-    save_run(run, model, learner.history, learner.best.where, data, summary.val_metrics, summary.test_metrics)
-    return TrainResult(model, run.out, learner.history, summary.val_metrics, summary.test_metrics,
-                       list(data.skipped), data.val)
+    weights = distributed.parameters_agree(model) if run.runtime.world_size > 1 else None
+    val_metrics, test_metrics = distributed.gather((summary.val_metrics, summary.test_metrics))[0]  # rank 0's
+    assert val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
+    if main:
+        save_run(run, model, learner.history, learner.best.where, data, val_metrics, test_metrics,
+                 processes=_processes(run, weights))
+    distributed.barrier()  # the other processes end once the bundle is written
+    return TrainResult(model, run.out, learner.history, val_metrics, test_metrics, list(data.skipped), data.val)
+
+
+def _processes(run: Run, weights: str | None) -> dict[str, Any] | None:
+    """How a torchrun job trained, for the bundle (None in a single process)."""
+    if weights is None:
+        return None
+    rt = run.runtime
+    return {"world_size": rt.world_size, "batch_per_process": run.cfg.batch_size,
+            "global_batch": run.cfg.batch_size * rt.world_size, "weights_sha256_on_every_rank": weights}
 
 
 def _train_on_features(run: Run) -> TrainResult:
@@ -160,12 +176,14 @@ def _train_on_features(run: Run) -> TrainResult:
     val_metrics = compute_metrics(y_val.cpu().numpy(), val_probs, model.class_names)
     line = f"best {best.where}: validation accuracy {val_metrics.accuracy:.3f}"
     test_metrics: Metrics | None = None
-    if test_files is not None:
+    if test_files is not None and runtime.is_main:
         test_metrics = evaluate(model, test_files, runtime).metrics
         line += f", test accuracy {test_metrics.accuracy:.3f}"
     log.info(line)
-    save_run(run, model, history, best.where, data, val_metrics, test_metrics,
-             {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()})
+    if runtime.is_main:  # under torchrun every process trained the same head on the same features
+        save_run(run, model, history, best.where, data, val_metrics, test_metrics,
+                 {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()})
+    distributed.barrier()
     return TrainResult(model, run.out, history, val_metrics, test_metrics, list(data.skipped), data.val)
 
 
@@ -190,6 +208,9 @@ def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[s
     source = data if isinstance(data, LabelledFiles) else Path(data)
     run = Run(source, Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
               resume, Path(features) if features is not None else None, time.perf_counter())
+    distributed.start(run.runtime)
+    if not run.runtime.is_main:  # the other processes of a torchrun job compute; rank 0 writes and talks
+        return STRATEGIES[cfg.strategy](run)
     with log_to_file(run.out / LOG_FILE):
         details().info(f"=== transferkit {__version__} train {run.source} --out {run.out}, "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
