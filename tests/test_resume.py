@@ -87,27 +87,28 @@ def test_damaged_resume_state_is_one_clear_line(photo_data: Path, tmp_path: Path
     assert code == 2 and "cannot read the resume state" in err and len(err.strip().splitlines()) == 1
 
 
-def test_batches_depend_on_seed_and_epoch_only(photo_data: Path) -> None:
+def test_batches_depend_on_seed_and_epoch_only() -> None:
     """Epoch 3's order and augmentation are the same whether epochs 1-2 ran in this process or not, and whether
-    images are decoded in worker processes or here."""
+    images are decoded in worker processes or here (a pass of `SMALL_PASS` images, so workers do start)."""
     import torch
 
     from transferkit.backbones.registry import get_backbone
-    from transferkit.data.files import index_folder
-    from transferkit.data.loaders import make_train_loader
+    from transferkit.data.files import EXAMPLE_DATA, index_folder
+    from transferkit.data.loaders import SMALL_PASS, make_train_loader
     from transferkit.data.preprocess import Augmentation
     from transferkit.data.transforms import train_transform
 
     p = get_backbone("efficientnet_lite0").preprocessing
-    samples = index_folder(photo_data).samples[:6]
+    samples = index_folder(EXAMPLE_DATA / "train").samples[:SMALL_PASS]
 
     def epoch_batches(workers: int, skip: int) -> list[torch.Tensor]:
-        loader, sampler = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 3, workers,
+        loader, sampler = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 16, workers,
                                             seed=5)
+        assert loader.num_workers == workers
         sampler.epoch = skip
         return [images for images, _ in loader]
 
-    fresh = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 3, 0, seed=5)[0]
+    fresh = make_train_loader(samples, train_transform(p, Augmentation()), p.resize_size, 16, 0, seed=5)[0]
     epochs = [[images for images, _ in fresh] for _ in range(3)]
     for resumed in (epoch_batches(0, skip=2), epoch_batches(2, skip=2)):
         assert all(torch.equal(a, b) for a, b in zip(resumed, epochs[2], strict=True))

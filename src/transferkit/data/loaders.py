@@ -100,12 +100,14 @@ class EpochSampler(Sampler[list[tuple[int, int]]]):
         return -(-self.size // (self.batch_size * self.world_size))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        # A generator, so the epoch is counted when the first batch is drawn: a DataLoader with workers calls
+        # iter() twice per pass and drops the first iterator unused.
         epoch, self.epoch = self.epoch, self.epoch + 1
         generator = torch.Generator().manual_seed(self.seed * _MIX + epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         step = self.batch_size * self.world_size
-        return iter([[(epoch, index) for index in order[start:start + step][self.rank::self.world_size]]
-                     for start in range(0, self.size, step)])
+        for start in range(0, self.size, step):
+            yield [(epoch, index) for index in order[start:start + step][self.rank::self.world_size]]
 
 
 class SeededItems(Dataset):
