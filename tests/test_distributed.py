@@ -104,3 +104,35 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_to_the_same_weights(
     uninterrupted = load_file(two_processes[0] / WEIGHTS_FILE)
     resumed = load_file(out / WEIGHTS_FILE)
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+
+
+def _average_on_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    from transferkit import distributed
+    from transferkit.runtime import Runtime
+
+    distributed.start(Runtime.detect(device="cpu", workers=0))
+    norm = torch.nn.BatchNorm1d(3)
+    norm.running_mean.fill_(float(rank + 1))  # 1 on rank 0, 2 on rank 1
+    norm.running_var.fill_(float(4 * rank + 1))  # 1 and 5
+    distributed.average_buffers(norm)
+    if rank == 0:
+        torch.save({"mean": norm.running_mean, "var": norm.running_var,
+                    "batches": norm.num_batches_tracked}, out)
+    distributed.stop()
+
+
+def test_trained_batchnorm_statistics_are_averaged_over_the_processes(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "stats.pt"
+    mp.start_processes(_average_on_rank, args=(port, str(out)), nprocs=2, start_method="spawn")
+    stats = torch.load(out)
+    assert torch.equal(stats["mean"], torch.full((3,), 1.5)) and torch.equal(stats["var"], torch.full((3,), 3.0))
+    assert int(stats["batches"]) == 0  # integer counters are left alone
