@@ -165,7 +165,8 @@ class TrainConfig:
     fine_tune_lr: float = _positive(1e-4, f"learning rate of the top unfrozen block in stage 2 (the head gets "
                                           f"{HEAD_LR_RATIO:g}x, lower blocks less)", "1e-4")
     lr_spread: float = _positive(LR_SPREAD, "top block lr / stem lr in stage 2", "10", flag=False)
-    batch_size: int = _count(16, "images per optimizer step", minimum=1)
+    batch_size: int = _count(16, "images per optimizer step (under torchrun: per process; the global batch is "
+                                 "this x processes)", minimum=1)
     val_split: float = _fraction(0.2, "fraction of the data held out for validation",
                                  "between 0 and 1, such as 0.2", include_zero=False)
     seed: int = _count(0, "random seed: the split, the head's initial weights, batch order, augmentation")
