@@ -18,8 +18,9 @@ import pytest
 from safetensors import safe_open
 
 from transferkit.cli.main import main
+from transferkit.errors import UserError
 from transferkit.io.bundle import WEIGHTS_FILE, load_bundle
-from transferkit.training.resume import RESUME_FILE
+from transferkit.training.resume import RESUME_FILE, load_resume
 from transferkit.training.run import TrainResult
 
 # The flags that give conftest's TINY_CONFIG.
@@ -62,6 +63,12 @@ def test_killed_run_resumes_to_bit_identical_weights(trained_run: TrainResult, p
 
     code, _, err = _cli(capsys, *train, "--lr", "1e-2", "--resume")
     assert code == 2 and "options differ" in err and "lr 0.003 -> 0.01" in err and len(err.strip().splitlines()) == 1
+    with safe_open(str(out / RESUME_FILE), framework="pt") as f:
+        saved = json.loads((f.metadata() or {})["transferkit.resume"])
+    same_but_two_processes = {"train_config": saved["train_config"], "data_sha256": saved["data_sha256"],
+                              "world_size": 2}  # under torchrun the global batch would double
+    with pytest.raises(UserError, match=r"had 1 process\(es\), this one has 2"):
+        load_resume(out / RESUME_FILE, same_but_two_processes)
 
     code, stdout, err = _cli(capsys, *train, "--resume")
     assert code == 0, err

@@ -54,11 +54,12 @@ class ResumeState:
         return "the probe" if self.stage == "probe" else f"{self.stage} epoch {progress['epoch']}"
 
 
-def fingerprint(cfg: TrainConfig, data: ImageData) -> dict[str, Any]:
-    """What must not change between a run and its resumption: the options and the exact split."""
+def fingerprint(cfg: TrainConfig, data: ImageData, world_size: int = 1) -> dict[str, Any]:
+    """What must not change between a run and its resumption: the options, the exact split and the number of
+    torchrun processes (the global batch is the per-process batch times it)."""
     split = [[str(s.path), s.label] for s in data.train.samples], [[str(s.path), s.label] for s in data.val.samples]
     digest = hashlib.sha256(json.dumps([list(data.classes), *split]).encode()).hexdigest()
-    return {"train_config": cfg.to_json(), "data_sha256": digest}
+    return {"train_config": cfg.to_json(), "data_sha256": digest, "world_size": world_size}
 
 
 class SaveResume(Callback):
@@ -123,6 +124,10 @@ def load_resume(path: Path, fp: dict[str, Any]) -> ResumeState | None:
         changed = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new) if old.get(k) != new.get(k))
         raise UserError(f"cannot resume {path.parent}: the options differ from the interrupted run's ({changed}); "
                         f"pass the same flags, or train without --resume to start over")
+    if meta.get("world_size", 1) != fp["world_size"]:  # states written before torchrun support: 1 process
+        raise UserError(f"cannot resume {path.parent}: the interrupted run had {meta.get('world_size', 1)} "
+                        f"process(es), this one has {fp['world_size']}; start it the same way (torchrun "
+                        f"--nproc-per-node), or train without --resume to start over")
     if meta["data_sha256"] != fp["data_sha256"]:
         raise UserError(f"cannot resume {path.parent}: the data (its files or split) changed since the interrupted "
                         f"run; restore it, or train without --resume to start over")

@@ -85,7 +85,7 @@ def _train_images(run: Run) -> TrainResult:
                                           cfg.weights, cfg.layer)
     model.train_bn = cfg.train_bn
     log_backbone(model)
-    run_fingerprint = fingerprint(cfg, data)
+    run_fingerprint = fingerprint(cfg, data, run.runtime.world_size)
     main = run.runtime.is_main
     state = resume_point(run.out, run_fingerprint, tidy=main) if run.resume else None
     learner = Learner(model, data, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
