@@ -109,7 +109,7 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_to_the_same_weights(
 def _average_on_rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    from transferkit import distributed
+    import transferkit.distributed as distributed
     from transferkit.runtime import Runtime
 
     distributed.start(Runtime.detect(device="cpu", workers=0))

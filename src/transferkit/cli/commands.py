@@ -137,7 +137,7 @@ def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str,
 
 def _train(args: argparse.Namespace, config: TrainConfig) -> None:
     """Train (under torchrun: every process trains, rank 0 writes the bundle and the report)."""
-    from transferkit import distributed
+    import transferkit.distributed as distributed
     from transferkit.training.strategies import train
 
     runtime = _runtime()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit import distributed
+import transferkit.distributed as distributed
 from transferkit.data.loaders import make_loader, make_train_loader
 from transferkit.data.preprocess import Augmentation
 from transferkit.data.split import ImageData

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from transferkit import distributed
+import transferkit.distributed as distributed
 from transferkit.runtime import Runtime
 from transferkit.training.schedule import lr_at
 

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from transferkit import distributed
+import transferkit.distributed as distributed
 from transferkit.data.split import ImageData
 from transferkit.errors import UserError
 from transferkit.io.atomic import atomic_write_bytes, remove_stale_temporaries

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit import distributed
+import transferkit.distributed as distributed
 from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
 from transferkit.data.files import LabelledFiles, Sample, check_trainable
