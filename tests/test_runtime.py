@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transferkit.runtime import CPU_MICRO_BATCH, Runtime
+from transferkit.runtime import CPU_MICRO_BATCH, Runtime, default_workers
 
 
 def test_detect_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,3 +66,30 @@ def test_no_sync_turns_gradient_all_reduce_off_on_all_but_the_last_slice(monkeyp
         assert plain.weight.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("cores", "local", "device", "expected"), [
+    (2, None, "cpu", 2), (16, None, "cpu", 4), (16, "2", "cpu", 4), (16, "8", "cpu", 2), (2, "2", "cpu", 1),
+    (2, "4", "cpu", 1), (64, None, "cuda", 8), (64, "8", "cuda", 8), (32, "8", "cuda", 4), (8, "16", "cuda", 1)])
+def test_decoding_workers_share_the_cores_between_the_processes_of_one_machine(
+        monkeypatch: pytest.MonkeyPatch, cores: int, local: str | None, device: str, expected: int) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert default_workers(device) == expected
+    assert Runtime.detect(device="cpu").workers == default_workers("cpu")
+
+
+@pytest.mark.parametrize(("cores", "local", "expected"), [(2, None, 1), (16, None, 4), (16, "2", 2), (16, "8", 1)])
+def test_extract_workers_share_the_cores_too(monkeypatch: pytest.MonkeyPatch, cores: int, local: str | None,
+                                              expected: int) -> None:
+    from transferkit.features.extract import extract_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert extract_workers() == expected

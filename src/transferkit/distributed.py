@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from transferkit.runtime import Runtime
 
-__all__ = ["active", "all_sum", "average_buffers", "barrier", "gather", "parameters_agree", "shard", "start", "stop",
-           "wrap"]
+__all__ = ["active", "all_sum", "average_buffers", "barrier", "broadcast", "collect", "gather", "parameters_agree",
+           "shard", "start", "stop", "wrap"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,27 @@ def gather(part: Any) -> list[Any]:
         return [part]
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)
+    return parts
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (what the other ranks pass is ignored; `obj` itself in one process). For a
+    decision only rank 0 may take, such as which rows of a cache to compute, so that every rank follows it.
+    Every rank must call it, at the same point."""
+    if not active():
+        return obj
+    box: list[Any] = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def collect(part: Any) -> list[Any] | None:
+    """Every rank's `part`, in rank order, on rank 0 only (None on the others, `[part]` in one process): results
+    that only rank 0 writes, without a copy of all of them in every process."""
+    if not active():
+        return [part]
+    parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(part, parts, dst=0)
     return parts
 
 

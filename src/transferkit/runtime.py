@@ -21,9 +21,13 @@ __all__ = ["Runtime", "default_workers"]
 CPU_MICRO_BATCH = 8  # images per forward pass on a CPU: small slices keep activations in cache (1.6-1.9x here)
 
 
-def default_workers() -> int:
-    """Decode in worker processes, but never more than the cores we have (2 here, more on a workstation)."""
-    return min(4, os.cpu_count() or 1)
+def default_workers(device_type: str = "cpu") -> int:
+    """Decoding processes per training process. Under torchrun the processes on one machine
+    (`LOCAL_WORLD_SIZE`) share its cores, so each takes its part of them (at least one). A GPU waits on decoding,
+    so there each takes its whole part, up to 8; on a CPU the model needs the cores itself, so at most 4."""
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    share = max(1, (os.cpu_count() or 1) // local_processes)
+    return min(8 if device_type == "cuda" else 4, share)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Runtime:
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
         return cls(device=dev, autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
-                   micro_batch=micro_batch, workers=default_workers() if workers is None else workers,
+                   micro_batch=micro_batch, workers=default_workers(dev.type) if workers is None else workers,
                    rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,17 @@ __all__ = ["run"]
 
 
 def _runtime(workers: int | None = None) -> Runtime:
+    """This process's runtime. On a GPU, cuDNN may time its kernels once per input shape and keep the fastest
+    (`cudnn.benchmark`), unless deterministic algorithms were asked for (`torch.use_deterministic_algorithms`):
+    batches keep one shape, so the timing pays for itself; a GPU run is not bit-reproducible anyway (README)."""
+    import torch
+
     from transferkit.runtime import Runtime
 
-    return Runtime.detect(workers=workers)
+    runtime = Runtime.detect(workers=workers)
+    if runtime.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True
+    return runtime
 
 
 def _print_skipped(skipped: list[Path]) -> None:
@@ -91,7 +100,9 @@ def _print_models(as_json: bool) -> None:
 def _extract(args: argparse.Namespace) -> None:
     """Bring the cache in --out up to date. When the cache records the cheap source key of exactly these settings
     and every file is unchanged, that is known without torch; otherwise the base is built and `extract_features`
-    does the work (and the source key is recorded for next time)."""
+    does the work (and the source key is recorded for next time). Under torchrun every process takes the second
+    way (each deciding alone whether the cache is up to date, they could part ways), computes a share of the
+    images, and rank 0 alone writes and prints."""
     from transferkit.data.files import check_trainable, load_labelled
     from transferkit.data.images import none_readable
     from transferkit.features.cache import record_source_key, up_to_date
@@ -100,17 +111,25 @@ def _extract(args: argparse.Namespace) -> None:
     files = load_labelled(args.data)
     check_trainable(files)
     source = source_key(args.backbone, args.weights, args.layer, args.views, seed=args.seed)
-    cache = up_to_date(files, args.out, source)
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cache = None if several else up_to_date(files, args.out, source)
     if cache is None:
+        import transferkit.distributed as distributed
         from transferkit.features.extract import extract_features, extract_workers
         from transferkit.model import Backbone
 
+        runtime = _runtime(extract_workers())
+        distributed.start(runtime)
         backbone = Backbone.from_pretrained(args.backbone, args.weights, args.layer)
-        cache = extract_features(files, backbone, args.out, args.views, seed=args.seed,
-                                 runtime=_runtime(extract_workers()), engine=args.engine)
+        cache = extract_features(files, backbone, args.out, args.views, seed=args.seed, runtime=runtime,
+                                 engine=args.engine)
         built = backbone.weights_info
-        if source is not None and source["weights"] == f"{built.source.split(':')[0]}:{built.sha256}":
+        same = source is not None and source["weights"] == f"{built.source.split(':')[0]}:{built.sha256}"
+        if same and runtime.is_main:
             record_source_key(cache, source)  # the base just built is the one these settings name
+        distributed.stop()
+        if not runtime.is_main:
+            return
     s = cache.stats
     if not cache.paths:
         raise none_readable(len(files.samples), f"images in {args.data}", *cache.skipped[0])

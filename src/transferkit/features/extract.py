@@ -3,7 +3,11 @@
 Running again reuses every row whose file content (sha256) is unchanged, even if it moved or was relabelled,
 computes only new or changed files and drops deleted ones. Features stream from the engine straight into a
 memory-mapped file, so memory stays flat however large the data set is. Decoding runs in worker processes
-beside the engine (see `engine.py`).
+beside the engine (see `engine.py`, `compute.py`).
+
+Under torchrun (a process group started by `transferkit.distributed.start`) the update is one collective step:
+rank 0 plans it and writes the cache, every rank computes a share of the images (`sharded.py`), and every rank
+returns the same cache.
 """
 
 from __future__ import annotations
@@ -14,22 +18,17 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+import transferkit.distributed as distributed
 from transferkit._version import __version__
 from transferkit.data.files import LabelledFiles, load_labelled
-from transferkit.data.images import BadImage, load_image
-from transferkit.data.loaders import pass_workers
-from transferkit.data.preprocess import Augmentation, Preprocessing
-from transferkit.data.transforms import eval_transform, train_transform
+from transferkit.data.preprocess import Augmentation
 from transferkit.features.cache import (
     FORMAT,
     FORMAT_VERSION,
@@ -40,12 +39,14 @@ from transferkit.features.cache import (
     load_checked,
     survey,
 )
+from transferkit.features.compute import Work, compute_rows, extract_workers
 from transferkit.features.engine import Engine, make_engine, module_sha256
+from transferkit.features.sharded import compute_shared
 from transferkit.io.atomic import atomic_write_text, atomic_writer, locked, remove_stale_temporaries
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
 
-__all__ = ["cache_key", "extract_features", "extract_workers"]
+__all__ = ["cache_key", "extract_features", "extract_workers"]  # extract_workers: see compute.py
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +65,63 @@ def cache_key(backbone: Backbone, views: int, augmentation: Augmentation, seed: 
     return json.loads(json.dumps(key))  # as it reads back from the manifest (tuples become lists)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What to compute, and how: the same on every rank of a torchrun job."""
+
+    backbone: Backbone
+    views: int
+    augmentation: Augmentation
+    seed: int
+    runtime: Runtime
+    engine: str
+    workers: int
+
+
 def extract_features(files: LabelledFiles | str | os.PathLike[str], backbone: Backbone,
                      folder: str | os.PathLike[str], views: int = 0, augmentation: Augmentation = Augmentation(),
                      seed: int = 0, runtime: Runtime | None = None, engine: str = "auto",
                      workers: int | None = None) -> FeatureSet:
     """Bring the cache in `folder` up to date with the labelled images `files` (a `LabelledFiles`, a class-per-
     folder directory or a CSV manifest) and return it (see the module docstring). `workers` decode beside the
-    engine (default: a quarter of the cores, see `extract_workers`). Processes that share `folder` take turns."""
+    engine (default: a quarter of the cores, see `extract_workers`). Processes that share `folder` take turns.
+    Under torchrun every rank must call this with the same arguments (only rank 0 reads `files`' contents); the
+    cache must be on a file system every rank sees, since each returns it."""
     files = files if isinstance(files, LabelledFiles) else load_labelled(files)
     folder = Path(folder)
+    job = _Job(backbone, views, augmentation, seed, runtime or Runtime.detect(), engine,
+               extract_workers() if workers is None else workers)
+    if not distributed.active():
+        with locked(folder):
+            return _update(files, folder, job)
+    if not job.runtime.is_main:
+        return _follow(folder, job)
     with locked(folder):
-        return _update(files, backbone, folder, views, augmentation, seed, runtime, engine, workers)
+        cache = _update(files, folder, job)
+    distributed.broadcast(cache.stats)  # the cache is written: the other ranks may read it
+    return cache
 
 
-def _update(files: LabelledFiles, backbone: Backbone, folder: Path, views: int, augmentation: Augmentation,
-            seed: int, runtime: Runtime | None, engine: str, workers: int | None) -> FeatureSet:
+def _follow(folder: Path, job: _Job) -> FeatureSet:
+    """A rank other than 0: compute the share of rank 0's plan, then read the cache rank 0 wrote."""
+    work: Work | None = distributed.broadcast(None)
+    if work is not None:
+        runner = make_engine(job.backbone.module, job.backbone.preprocessing, job.runtime, work.engine)
+        _compute(runner, work, job, None, None)
+    stats: ExtractStats = distributed.broadcast(None)
+    cache, why = load_checked(folder, verify=False)  # rank 0 hashed it a moment ago
+    if cache is None:
+        raise RuntimeError(f"rank {job.runtime.rank} cannot read the feature cache rank 0 wrote to {folder} ({why}); "
+                           f"on several machines the cache folder must be on a file system they share")
+    return replace(cache, stats=stats)
+
+
+def _update(files: LabelledFiles, folder: Path, job: _Job) -> FeatureSet:
+    """Plan, compute (with the other ranks under torchrun) and write the cache: the only writer."""
     started = time.perf_counter()
+    backbone, views = job.backbone, job.views
     remove_stale_temporaries(folder)  # left by a run that was killed while writing
-    key = cache_key(backbone, views, augmentation, seed)
+    key = cache_key(backbone, views, job.augmentation, job.seed)
     old, why = load_checked(folder)
     if old is not None and old.key != key:
         why = f"it was made with other settings ({_key_change(old.key, key)})"
@@ -90,13 +130,17 @@ def _update(files: LabelledFiles, backbone: Backbone, folder: Path, views: int, 
         log.info(f"rebuilding the feature cache in {folder}: {why}")
 
     found = survey(files, old)
+    hashes, repeats, rows, todo, old_rows = found.hashes, found.repeats, list(found.rows), found.todo, found.old_rows
+    runner = make_engine(backbone.module, backbone.preprocessing, job.runtime, job.engine) if todo else None
+    work = Work(tuple(files.samples[rows[r]].path for r in todo), tuple(todo),
+                tuple(str(hashes[rows[r]]) for r in todo),
+                "torch" if runner.name == "pytorch" else job.engine) if runner is not None else None
+    distributed.broadcast(work)  # the plan every rank follows (nothing in one process)
     if found.unchanged:
         assert old is not None
         return replace(old, stats=ExtractStats(reused=len(found.rows), seconds=time.perf_counter() - started))
-    hashes, repeats, rows, todo, old_rows = found.hashes, found.repeats, list(found.rows), found.todo, found.old_rows
     unreadable = dict(found.unreadable)
 
-    runner = make_engine(backbone.module, backbone.preprocessing, runtime or Runtime.detect(), engine) if todo else None
     dim = backbone.feature_dim
     views_writer = atomic_writer(folder / "views.npy") if views else nullcontext(None)
     with atomic_writer(folder / "features.npy") as feat_tmp, views_writer as views_tmp:
@@ -107,12 +151,11 @@ def _update(files: LabelledFiles, backbone: Backbone, folder: Path, views: int, 
             _copy_reused(old, [old_rows.get(hashes[i]) for i in rows], feats, view_arr)  # type: ignore[arg-type]
         failed: dict[int, str] = {}
         rate = 0.0
-        if todo:
+        if work is not None:
             assert runner is not None
-            log.info(f"extracting features of {len(todo)} image(s) with {runner.note}")
-            rate, failed = _compute(runner, [files.samples[rows[r]].path for r in todo], todo, backbone, feats,
-                                    view_arr,
-                                    augmentation, [hashes[rows[r]] for r in todo], seed, workers)  # type: ignore[misc]
+            log.info(f"extracting features of {len(todo)} image(s) with {runner.note}"
+                     + (f" on {job.runtime.world_size} processes" if distributed.active() else ""))
+            rate, failed = _compute(runner, work, job, feats, view_arr)
         feats.flush()
         if view_arr is not None:
             view_arr.flush()
@@ -181,71 +224,20 @@ def _compact(path: Path, keep: list[int]) -> None:
     del source
 
 
-def extract_workers() -> int:
-    """Decoding processes beside the engine, which uses every core: decoding, resizing and cropping cost about a
-    quarter of what the engine spends per image, so a quarter of the cores (at least one) keeps it fed without
-    taking cores from it (on 2 cores, 1 worker measured faster than 2: benchmarks/RESULTS.md)."""
-    return max(1, (os.cpu_count() or 1) // 4)
-
-
-class _Views(Dataset):
-    """Row r's image as the eval crop followed by `views` augmented crops. Each augmented crop is seeded from the
-    file's content hash, so a cached view is the same whichever run or worker computed it."""
-
-    def __init__(self, paths: Sequence[Path], rows: Sequence[int], hashes: Sequence[str], p: Preprocessing,
-                 views: int, augmentation: Augmentation, seed: int) -> None:
-        self.paths, self.rows, self.hashes = list(paths), list(rows), list(hashes)
-        self.min_size = p.resize_size
-        self.plain = eval_transform(p, normalise=False)  # uint8: the engine normalises, batched
-        self.augment = train_transform(p, augmentation, normalise=False) if views else None
-        self.views, self.seed = views, seed
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, int, str]:
-        try:
-            image: Image.Image = load_image(self.paths[index], self.min_size)
-        except BadImage as exc:
-            return None, self.rows[index], exc.reason
-        crops = [self.plain(image)]
-        if self.augment is not None:
-            rng_state = torch.get_rng_state()
-            for k in range(self.views):
-                torch.manual_seed((int(self.hashes[index][:12], 16) + 1_000_003 * k + self.seed) % 2**63)
-                crops.append(self.augment(image))
-            torch.set_rng_state(rng_state)
-        return torch.stack(crops), self.rows[index]
-
-
-def _collate(batch: list[Any]) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
-    good = [item for item in batch if item[0] is not None]
-    bad = {item[1]: item[2] for item in batch if item[0] is None}
-    images = torch.stack([item[0] for item in good]) if good else None
-    return images, [item[1] for item in good], bad
-
-
-def _compute(runner: Engine, paths: list[Path], rows: list[int], backbone: Backbone, feats: np.ndarray,
-             views: np.ndarray | None, augmentation: Augmentation, hashes: list[str], seed: int,
-             workers: int | None) -> tuple[float, dict[int, str]]:
-    """Features of `paths` into `feats[rows]` (and views); decoding overlaps the engine in worker processes.
-    Returns images per second and the rows whose file failed to decode, with the reason."""
-    k = views.shape[1] if views is not None else 0
-    workers = pass_workers(len(paths), extract_workers() if workers is None else workers)
-    per_batch = max(1, runner.batch_size // (k + 1))
-    dataset = _Views(paths, rows, hashes, backbone.preprocessing, k, augmentation, seed)
-    loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
-    failed: dict[int, str] = {}
+def _compute(runner: Engine, work: Work, job: _Job, feats: np.ndarray | None,
+             views: np.ndarray | None) -> tuple[float, dict[int, str]]:
+    """The features of `work` into `feats` and `views` (rank 0's or a single process's cache arrays; None on the
+    other ranks, which only compute their share). Returns images per second and the cache rows whose file failed
+    to decode, with the reason."""
+    p, rt = job.backbone.preprocessing, job.runtime
     started = time.perf_counter()
-    with tqdm(total=len(paths), desc="extracting features", unit="img", disable=None) as progress:
-        for images, batch_rows, bad in loader:
-            failed.update(bad)
-            if images is not None:
-                n, crops = images.shape[:2]
-                out = runner(images.reshape(n * crops, *images.shape[2:])).reshape(n, crops, -1)
-                feats[batch_rows] = out[:, 0]
-                if views is not None:
-                    views[batch_rows] = out[:, 1:]
-            progress.update(len(batch_rows) + len(bad))
-    return len(paths) / max(time.perf_counter() - started, 1e-9), failed
+    with tqdm(total=len(work.paths), desc="extracting features", unit="img",
+              disable=None if rt.is_main else True) as progress:
+        if distributed.active():
+            failed = compute_shared(runner, work, job.backbone.feature_dim, job.views, p, job.augmentation, job.seed,
+                                    feats, views, job.workers, rt, progress.update)
+        else:
+            assert feats is not None
+            failed = compute_rows(runner, work.paths, work.rows, work.hashes, p, job.augmentation, job.seed, feats,
+                                  views, job.workers, rt.pin_memory, progress.update)
+    return len(work.paths) / max(time.perf_counter() - started, 1e-9), failed
