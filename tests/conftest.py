@@ -10,6 +10,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test ever waits on the network (subprocesses inherit it)
 
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import huggingface_hub.constants  # noqa: E402
@@ -36,6 +37,14 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Exported engines go to a cache of this test session, not the user's (subprocesses inherit it)."""
     os.environ["TRANSFERKIT_CACHE"] = str(tmp_path_factory.mktemp("transferkit-cache"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that no one listens on now: for a process group's address, so that test runs in
+    parallel (pytest-xdist, two checkouts) do not meet on a fixed port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 PHOTOS = {"cat": skimage.data.chelsea, "coffee": skimage.data.coffee, "astronaut": skimage.data.astronaut}

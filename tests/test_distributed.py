@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 
 from transferkit.cli.main import main
@@ -124,15 +125,10 @@ def _average_on_rank(rank: int, port: int, out: str) -> None:
 
 
 def test_trained_batchnorm_statistics_are_averaged_over_the_processes(tmp_path: Path) -> None:
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "stats.pt"
-    mp.start_processes(_average_on_rank, args=(port, str(out)), nprocs=2, start_method="spawn")
+    mp.start_processes(_average_on_rank, args=(free_port(), str(out)), nprocs=2, start_method="spawn")
     stats = torch.load(out)
     assert torch.equal(stats["mean"], torch.full((3,), 1.5)) and torch.equal(stats["var"], torch.full((3,), 3.0))
     assert int(stats["batches"]) == 0  # integer counters are left alone

@@ -4,11 +4,11 @@ environment, and the gradient-sync switch micro-batches rely on (with a real Dis
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import free_port
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -43,15 +43,9 @@ def test_micro_batch_size_follows_the_device_unless_given() -> None:
     assert Runtime(torch.device("cpu"), micro_batch=3).micro_batch_size(32) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_no_sync_turns_gradient_all_reduce_off_on_all_but_the_last_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(os.environ, "MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setitem(os.environ, "MASTER_PORT", str(_free_port()))
+    monkeypatch.setitem(os.environ, "MASTER_PORT", str(free_port()))
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         model = DistributedDataParallel(nn.Linear(4, 2))
