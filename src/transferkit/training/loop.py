@@ -203,7 +203,7 @@ def train_one_epoch(model: nn.Module, stage: Stage, loss_fn: nn.Module, runtime:
             if not parallel or stage.blank is None:
                 continue
             batch = (stage.blank, torch.empty(0, dtype=torch.long))
-        inputs, labels = _to_device(batch[0], runtime), batch[1].to(runtime.device)
+        inputs, labels = _to_device(batch[0], runtime), batch[1].to(runtime.device, non_blocking=True)
         total = _step_total(loss_fn, labels, runtime, parallel)
         if parallel and total == 0:
             continue  # nothing on any process could be read: skipped, as a single process would
@@ -236,7 +236,7 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: nn.Module
     for batch in tqdm(batches, desc="validating", unit="batch", leave=False, disable=None):
         if batch is None:
             continue
-        inputs, labels = _to_device(batch[0], runtime), batch[1].to(runtime.device)
+        inputs, labels = _to_device(batch[0], runtime), batch[1].to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = torch.cat([model(xs) for xs in inputs.split(micro_batch)]).float()
         totals.add(float(loss_fn(logits, labels)), logits, labels)
