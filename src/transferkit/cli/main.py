@@ -158,11 +158,18 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it)."""
+    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it); warnings to `sys.stderr`, so
+    they never mix into a command's `--json` output."""
+
+    _warning = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._warning = record.levelno >= logging.WARNING
+        super().emit(record)
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self._warning else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
