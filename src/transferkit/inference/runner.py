@@ -81,7 +81,7 @@ def make_runner(net: nn.Module, preprocessing: Preprocessing, runtime: Runtime, 
     try:
         classifier, worst = _checked(module, size, path, classes)
     except Exception as exc:  # any failure to export or run falls back to the runner that always works
-        reason = f"ONNX Runtime unavailable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        reason = f"no usable ONNX graph: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log.warning(f"running on PyTorch: {reason}")
         return pytorch(reason)
     if worst > PARITY_TOLERANCE:
