@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from timm.data import ImageNetInfo
 from torch import nn
 from tqdm import tqdm

@@ -85,9 +85,10 @@ def export_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], check:
                 int8: bool = False, calibrate: str | os.PathLike[str] | None = None) -> Export:
     """Write the bundle in `run` to `out` as one ONNX file (see the module docstring); with `int8`, also a
     statically quantized copy beside it (`<out stem>.int8.onnx`) if it is accurate and fast enough
-    (`quantize.quantize_int8`; `Export.int8` has the measurements either way). `check`: images for the parity check (default: the bundle's validation
-    images if they still exist, else generated ones); `calibrate`: images for the int8 calibration (default: the
-    check images). Raises `UserError` (nothing written) when the file does not match PyTorch."""
+    (`quantize.quantize_int8`; `Export.int8` has the measurements either way). `check`: images for the parity
+    check (default: the bundle's validation images if they still exist, else generated ones); `calibrate`:
+    images for the int8 calibration (default: the check images). Raises `UserError` (nothing written) when the
+    file does not match PyTorch."""
     out = Path(out)
     bundle = load_bundle(run)
     model, p = bundle.model, bundle.model.preprocessing

@@ -79,7 +79,6 @@ def quantize_int8(source: Path, out: Path, calibration: np.ndarray, check: np.nd
     either way (`path` None and no file at `out` when it does not pay)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     CalibrationDataReader.register(_Batches)
