@@ -191,3 +191,11 @@ def test_evaluate_on_onnx_runtime_matches_pytorch(exported: tuple[Path, str], tr
     assert onnx_run.metrics.to_json() == torch_run.metrics.to_json()
     on, pt = (score(model, photo_test_data, runtime, runner=r) for r in ("onnx", "torch"))
     assert np.abs(on.probs - pt.probs).max() <= 1e-4
+
+
+def test_readme_deploy_script_is_the_example() -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Deploy"):]
+    block = section[section.index("```python\n") + 10:section.index("```\n", section.index("```python\n") + 10)]
+    example = EXAMPLE.read_text(encoding="utf-8")
+    assert block == example[example.index("import json"):].rstrip() + "\n"
