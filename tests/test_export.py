@@ -199,3 +199,9 @@ def test_readme_deploy_script_is_the_example() -> None:
     block = section[section.index("```python\n") + 10:section.index("```\n", section.index("```python\n") + 10)]
     example = EXAMPLE.read_text(encoding="utf-8")
     assert block == example[example.index("import json"):].rstrip() + "\n"
+
+
+def test_loaded_classifier_knows_its_preprocessing(exported: tuple[Path, str], trained_run: TrainResult) -> None:
+    classifier = OnnxClassifier.load(exported[0])
+    assert classifier.preprocessing == load_bundle(trained_run.run_dir).model.preprocessing
+    assert classifier.input_size == 224 and classifier.meta["backbone"]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.data.preprocess import Preprocessing
+
 __all__ = ["OnnxClassifier"]
 
 
@@ -45,9 +47,12 @@ class OnnxClassifier:
         return cls(session, json.loads(meta["classes"]), meta)
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        """How to make the input from a picture (resize_size, input_size, interpolation, mean, std...)."""
-        return dict(json.loads(self.meta["preprocessing"])) if "preprocessing" in self.meta else {}
+    def preprocessing(self) -> Preprocessing | None:
+        """How the input is made from a picture, for an exported file (None for a graph without metadata):
+        `transferkit.data.transforms.eval_transform(classifier.preprocessing, normalise=False)` makes it."""
+        if "preprocessing" not in self.meta:
+            return None
+        return Preprocessing.from_json(json.loads(self.meta["preprocessing"]))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) of uint8 images (N, H, W, 3) at the model's input size."""
