@@ -32,6 +32,7 @@ _WHERE = {
     "LabelledFiles": "transferkit.data.files",
     "Learner": "transferkit.training.learner",
     "Metrics": "transferkit.evaluation.metrics",
+    "OnnxClassifier": "transferkit.inference.session",
     "Predictions": "transferkit.evaluation.predict",
     "Preprocessing": "transferkit.data.preprocess",
     "Runtime": "transferkit.runtime",
@@ -42,6 +43,7 @@ _WHERE = {
     "UserError": "transferkit.errors",
     "classify": "transferkit.evaluation.predict",
     "evaluate": "transferkit.evaluation.predict",
+    "export_onnx": "transferkit.inference.export",
     "extract_features": "transferkit.features.extract",
     "format_metrics": "transferkit.evaluation.metrics",
     "get_backbone": "transferkit.backbones.registry",
@@ -56,10 +58,10 @@ _WHERE = {
 
 __all__ = [
     "__version__", "Augmentation", "BACKBONES", "Backbone", "BackboneSpec", "Bundle", "EXAMPLE_DATA", "Evaluation",
-    "FeatureSet", "HeadConfig", "ImageData", "LabelledFiles", "Learner", "Metrics", "Predictions", "Preprocessing",
-    "Runtime", "TrainConfig", "TrainResult", "TransferClassifier", "TransferModel", "UserError", "classify",
-    "evaluate", "extract_features", "format_metrics", "get_backbone", "load_bundle", "load_features", "load_images",
-    "load_labelled", "predict", "save_bundle", "train",
+    "FeatureSet", "HeadConfig", "ImageData", "LabelledFiles", "Learner", "Metrics", "OnnxClassifier", "Predictions",
+    "Preprocessing", "Runtime", "TrainConfig", "TrainResult", "TransferClassifier", "TransferModel", "UserError",
+    "classify", "evaluate", "export_onnx", "extract_features", "format_metrics", "get_backbone", "load_bundle",
+    "load_features", "load_images", "load_labelled", "predict", "save_bundle", "train",
 ]
 
 
@@ -88,6 +90,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from transferkit.evaluation.predict import Evaluation, Predictions, classify, evaluate, predict
     from transferkit.features.cache import FeatureSet, load_features
     from transferkit.features.extract import extract_features
+    from transferkit.inference.export import export_onnx
+    from transferkit.inference.session import OnnxClassifier
     from transferkit.io.bundle import Bundle, load_bundle, save_bundle
     from transferkit.model import Backbone, HeadConfig, TransferModel
     from transferkit.runtime import Runtime

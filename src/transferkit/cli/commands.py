@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transferkit.errors import UserError
 from transferkit.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -208,6 +209,22 @@ def _classify(args: argparse.Namespace) -> None:
                        args.json)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from transferkit.inference.export import export_onnx
+
+    done = export_onnx(args.run, args.out, args.check, args.int8, args.calibrate)
+    print(f"checked against PyTorch (the path `transferkit predict` uses) on {done.checked_on}:")
+    for f in done.parity:
+        print(f"  batch {f.batch_size}: max |Δprobability| {f.max_difference:.1e}, top-1 agreement "
+              f"{100 * f.top1_agreement:.1f}%")
+    print(f"wrote {done.path} ({done.size_bytes / 1e6:.1f} MB)")
+    q = done.int8
+    if q is not None and q.path is None:
+        raise UserError(f"int8 not kept: {q.describe()}; the float file {done.path} is written and checked")
+    if q is not None:
+        print(f"wrote {q.path}: {q.describe()}")
+
+
 def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     """Run the parsed command (`config`: train's checked options); exit code 0 (errors are exceptions)."""
     if args.command == "train":
@@ -223,6 +240,8 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
         _evaluate(args)
     elif args.command == "predict":
         _predict(args)
+    elif args.command == "export":
+        _export(args)
     elif args.command == "models":
         _print_models(args.json)
     elif args.command == "classify":

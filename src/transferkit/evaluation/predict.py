@@ -3,6 +3,7 @@ built on it -- score and evaluate labelled data, predict with a trained model, c
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from timm.data import ImageNetInfo
 from torch import nn
 from tqdm import tqdm
@@ -24,11 +24,16 @@ from transferkit.data.preprocess import Preprocessing
 from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
 from transferkit.evaluation.metrics import Metrics, compute_metrics
+from transferkit.features.engine import Engine, make_engine
+from transferkit.features.extract import extract_workers
+from transferkit.inference.runner import EXPORT_PAYS, RUNNERS, Runner, make_runner
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 
 __all__ = ["Evaluation", "Prediction", "Predictions", "Scored", "classify", "evaluate", "expand_image_paths",
            "infer_files", "predict", "score", "top_k"]
+
+log = logging.getLogger(__name__)
 
 
 def expand_image_paths(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -47,17 +52,29 @@ def expand_image_paths(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return paths
 
 
-@torch.inference_mode()
 def infer_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[str | os.PathLike[str]],
-                runtime: Runtime | None = None, batch_size: int = 32,
-                softmax: bool = True) -> tuple[np.ndarray, list[int]]:
-    """The network's outputs (softmaxed unless `softmax=False`) for every file that decodes, and the indices
-    (into `paths`) of those files."""
+                runtime: Runtime | None = None, batch_size: int = 32, softmax: bool = True,
+                runner: str = "auto") -> tuple[np.ndarray, list[int]]:
+    """The network's class probabilities (with `softmax=False`: its raw outputs, such as a base's pooled features)
+    for every file that decodes, and the indices (into `paths`) of those files. `runner`: one of `RUNNERS` (auto:
+    ONNX Runtime on a CPU when it pays and matches PyTorch; see `transferkit.inference.runner`). Decoding, resizing
+    and cropping run in worker processes beside the model, which normalises the uint8 crops batched."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     runtime = runtime or Runtime.detect()
-    net = runtime.place(net).eval()
+    net.eval()
+    run: Runner | Engine
+    if softmax:
+        run = make_runner(net, preprocessing, runtime, len(paths), runner)
+    else:  # the feature engine: the same choice for a frozen base
+        small = runner == "auto" and len(paths) < EXPORT_PAYS
+        run = make_engine(net, preprocessing, runtime, "torch" if runner == "torch" or small else "auto")
+    log.debug(f"scoring {len(paths)} image(s) with {run.note}")
+    onnx = run.name == "onnxruntime"  # uses every core: decode in as few workers as keep it fed (as `extract`)
     samples = [Sample(Path(p), i) for i, p in enumerate(paths)]
-    loader = make_loader(samples, eval_transform(preprocessing), preprocessing.resize_size,
-                         runtime.micro_batch_size(batch_size), runtime.workers, runtime.pin_memory)
+    loader = make_loader(samples, eval_transform(preprocessing, normalise=False), preprocessing.resize_size,
+                         run.batch_size if onnx else runtime.micro_batch_size(batch_size),
+                         min(runtime.workers, extract_workers()) if onnx else runtime.workers, runtime.pin_memory)
     outputs: list[np.ndarray] = []
     kept: list[int] = []
     with tqdm(total=len(samples), desc="scoring images", unit="img", leave=False, disable=None) as bar:
@@ -65,9 +82,7 @@ def infer_files(net: nn.Module, preprocessing: Preprocessing, paths: Sequence[st
             if batch is None:
                 continue
             images, index = batch
-            with runtime.autocast():
-                out = net(runtime.images(images)).float()
-            outputs.append((out.softmax(dim=1) if softmax else out).cpu().numpy())
+            outputs.append(run(images))
             kept.extend(index.tolist())
             bar.update(len(index))
     return (np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)), kept
@@ -123,7 +138,7 @@ class Scored:
 
 
 def score(model: TransferModel, files: LabelledFiles | str | os.PathLike[str], runtime: Runtime | None = None,
-          batch_size: int = 32) -> Scored:
+          batch_size: int = 32, runner: str = "auto") -> Scored:
     """Class probabilities of `model` for every labelled file (their class names must be among the model's)."""
     if not isinstance(files, LabelledFiles):
         files = load_labelled(files)
@@ -133,7 +148,7 @@ def score(model: TransferModel, files: LabelledFiles | str | os.PathLike[str], r
                         f"the model knows {', '.join(model.class_names)}")
     to_model = np.array([model.class_names.index(c) for c in files.classes], dtype=np.int64)
     paths = [s.path for s in files.samples]
-    probs, kept = infer_files(model, model.preprocessing, paths, runtime, batch_size)
+    probs, kept = infer_files(model, model.preprocessing, paths, runtime, batch_size, runner=runner)
     if not kept:
         raise none_readable(len(paths), f"images in {files.source}", paths[0], skip_reason(paths[0]))
     labels = to_model[np.array([files.samples[i].label for i in kept], dtype=np.int64)]
@@ -141,22 +156,22 @@ def score(model: TransferModel, files: LabelledFiles | str | os.PathLike[str], r
 
 
 def evaluate(model: TransferModel, files: LabelledFiles | str | os.PathLike[str], runtime: Runtime | None = None,
-             batch_size: int = 32) -> Evaluation:
+             batch_size: int = 32, runner: str = "auto") -> Evaluation:
     """Metrics of `model` on labelled files (their class names must be among the model's), and the files that
     could not be decoded and were left out."""
-    scored = score(model, files, runtime, batch_size)
+    scored = score(model, files, runtime, batch_size, runner)
     return Evaluation(compute_metrics(scored.labels, scored.probs, model.class_names), scored.skipped)
 
 
 def predict(model: TransferModel, paths: Sequence[str | os.PathLike[str]], top: int = 3,
-            runtime: Runtime | None = None) -> Predictions:
+            runtime: Runtime | None = None, runner: str = "auto") -> Predictions:
     """Top-`top` classes for each image file, and the files that could not be decoded."""
-    probs, kept = infer_files(model, model.preprocessing, paths, runtime)
+    probs, kept = infer_files(model, model.preprocessing, paths, runtime, runner=runner)
     return _to_predictions(probs, kept, paths, model.class_names, top)
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], backbone: str, top: int = 5, weights: str | None = None,
-             runtime: Runtime | None = None) -> Predictions:
+             runtime: Runtime | None = None, runner: str = "auto") -> Predictions:
     """ImageNet classes from the backbone's own pretrained head (no training)."""
     spec = get_backbone(backbone)
     net, info = build_network(spec, weights)
@@ -165,7 +180,7 @@ def classify(paths: Sequence[str | os.PathLike[str]], backbone: str, top: int = 
                         f"cannot name ImageNet classes with them")
     imagenet = ImageNetInfo()
     names = [imagenet.index_to_description(i) for i in range(1000)]
-    probs, kept = infer_files(net, spec.preprocessing, paths, runtime)
+    probs, kept = infer_files(net, spec.preprocessing, paths, runtime, runner=runner)
     return _to_predictions(probs, kept, paths, names, top)
 
 

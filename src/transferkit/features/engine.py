@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +23,13 @@ from torch import nn
 from transferkit._version import __version__
 from transferkit.data.preprocess import Preprocessing
 from transferkit.features.source import ENGINES
-from transferkit.io.atomic import atomic_write_text, atomic_writer
+from transferkit.inference.onnx import OPSET, cpu_session, export_module
+from transferkit.io.atomic import atomic_write_text
 from transferkit.runtime import Runtime
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
 
 PARITY_TOLERANCE = 1e-3  # max absolute difference of pooled features, ONNX Runtime vs PyTorch
-_OPSET = 18
 
 
 def cache_dir() -> Path:
@@ -124,40 +123,27 @@ _SESSIONS: dict[Path, tuple[object, float]] = {}  # this process's sessions and 
 def _onnx_session(module: nn.Module, input_size: int) -> tuple[object, float]:
     """An ONNX Runtime session for `module` (exported on first use, then loaded from the cache) and its largest
     difference from PyTorch."""
-    import onnxruntime  # optional at import time: a missing runtime means the PyTorch engine
+    import onnxruntime  # noqa: F401  # optional at import time: a missing runtime means the PyTorch engine
 
-    key = hashlib.sha256(f"{module_sha256(module)}|{input_size}|torch {torch.__version__}|opset {_OPSET}|"
+    key = hashlib.sha256(f"{module_sha256(module)}|{input_size}|torch {torch.__version__}|opset {OPSET}|"
                          f"transferkit {__version__}".encode()).hexdigest()[:32]
     path = cache_dir() / "onnx" / f"{key}.onnx"
     if path in _SESSIONS and path.is_file():
         return _SESSIONS[path]
     if not path.is_file():
         _export(module, input_size, path)
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path)
     except Exception:  # a damaged cache file: export again once
         _export(module, input_size, path)
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path)
     _SESSIONS[path] = session, _parity(session, module, input_size)
     return _SESSIONS[path]
 
 
 def _export(module: nn.Module, input_size: int, path: Path) -> None:
-    example = torch.zeros(2, 3, input_size, input_size, dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module.cpu(), (example,), input_names=["images"], output_names=["features"],
-                                    dynamic_shapes=({0: batch},), opset_version=_OPSET, external_data=False,
-                                    dynamo=True, verbose=False)
-    assert program is not None
-    with atomic_writer(path) as tmp:
-        program.save(str(tmp))
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"torch": torch.__version__, "opset": _OPSET,
+    export_module(module, torch.zeros(2, 3, input_size, input_size, dtype=torch.uint8), path, "images", "features")
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"torch": torch.__version__, "opset": OPSET,
                                                              "input_size": input_size}))
 
 
