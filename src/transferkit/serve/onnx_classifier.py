@@ -1,8 +1,9 @@
 """An exported `.onnx` model served with ONNX Runtime: uint8 NHWC pixels in, probabilities out (normalisation and
 softmax are inside the graph); classes and preprocessing come from the graph's metadata_props.
 
-Metadata keys (each value a string; the first two JSON): `transferkit.classes`, `transferkit.preprocessing`,
-`transferkit.bundle_sha256`, `transferkit.version`.
+Metadata keys (each value a string; the first two JSON), as the export branch's `inference/export.py` writes
+them: `classes`, `preprocessing` (`Preprocessing` fields; other keys ignored), `bundle_sha256`,
+`transferkit_version`, `backbone`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from transferkit.data.preprocess import Preprocessing
 from transferkit.errors import UserError
 from transferkit.serve.classifier import pixels_from_bytes, uint8_transform
 
-__all__ = ["CLASSES_KEY", "PREPROCESSING_KEY", "SHA256_KEY", "VERSION_KEY", "OnnxClassifier"]
+__all__ = ["BACKBONE_KEY", "CLASSES_KEY", "PREPROCESSING_KEY", "SHA256_KEY", "VERSION_KEY", "OnnxClassifier"]
 
-CLASSES_KEY = "transferkit.classes"
-PREPROCESSING_KEY = "transferkit.preprocessing"
-SHA256_KEY = "transferkit.bundle_sha256"
-VERSION_KEY = "transferkit.version"
+CLASSES_KEY = "classes"
+PREPROCESSING_KEY = "preprocessing"
+SHA256_KEY = "bundle_sha256"
+VERSION_KEY = "transferkit_version"
+BACKBONE_KEY = "backbone"
 
 
 class OnnxClassifier:
@@ -76,7 +78,7 @@ class OnnxClassifier:
             "model": str(self.source),
             "engine": "onnxruntime",
             "classes": self.classes,
-            "backbone": self.metadata.get("transferkit.backbone"),
+            "backbone": {"name": self.metadata.get(BACKBONE_KEY)},
             "preprocessing": json.loads(self.metadata[PREPROCESSING_KEY]),
             "bundle_sha256": self.metadata.get(SHA256_KEY),
             "versions": {"transferkit": __version__, "bundle_transferkit": self.metadata.get(VERSION_KEY),

@@ -28,7 +28,8 @@ class TorchClassifier:
 
     def __init__(self, model: TransferModel, meta: dict[str, Any], source: Path, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.model = runtime.place(model).eval()
+        runtime.place(model).eval()  # in place: Module.to returns the module itself
+        self.model = model
         self.meta = meta
         self.source = source
         self.preprocessing: Preprocessing = model.preprocessing

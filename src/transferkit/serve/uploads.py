@@ -8,7 +8,7 @@ ten thousand tiny parts cost the server more than the limits allow.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -64,7 +64,7 @@ async def _multipart_files(headers: Headers, body: bytes, max_files: int) -> lis
         raise Refused(413, f"{parts} parts in one request; at most {max_files} images per request (--max-files)",
                       "too_many_files")
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     try:
