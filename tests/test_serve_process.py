@@ -50,7 +50,8 @@ def _wait_healthy(base: str, proc: subprocess.Popen[str], timeout: float = 120.0
 
 
 @pytest.fixture(scope="module")
-def server(trained_run: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def server(trained_run: TrainResult,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     with log.open("w") as out:
