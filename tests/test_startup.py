@@ -33,7 +33,8 @@ def _run(tmp_path: Path, *argv: str) -> tuple[int, list[str], str]:
     return found["code"], found["heavy"], proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["extract", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["extract", "--help"], ["serve", "--help"],
+                                  ["--version"]])
 def test_help_imports_no_heavy_library(argv: list[str], tmp_path: Path) -> None:
     code, heavy, _ = _run(tmp_path, *argv)
     assert code == 0 and heavy == []

@@ -225,6 +225,53 @@ def _export(args: argparse.Namespace) -> None:
         print(f"wrote {q.path}: {q.describe()}")
 
 
+def _check_listen(host: str, port: int) -> None:
+    """The address is free to listen on: said in one line now, not as a server error after the model loaded."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port or "
+                        f"--host") from None
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """Listen at once (/health answers 503 while the model loads); a model that fails to load stops the server
+    with its one-line error."""
+    _check_listen(args.host, args.port)
+    import uvicorn
+
+    from transferkit.serve.app import create_app
+    from transferkit.serve.classifier import load_classifier
+    from transferkit.serve.settings import ServeSettings
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_upload_mb=args.max_upload_mb, max_files=args.max_files, api_key=args.api_key,
+                             cors=tuple(args.cors), top=args.top)
+    failures: list[BaseException] = []
+    servers: list[uvicorn.Server] = []
+
+    def stop(exc: BaseException) -> None:
+        failures.append(exc)
+        for server in servers:
+            server.should_exit = True
+
+    app = create_app(lambda: load_classifier(args.model), settings, on_load_failed=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False, server_header=False, lifespan="on"))
+    servers.append(server)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {args.model} on http://{host}:{args.port} (loading the model; GET /health says when it is "
+          f"ready; Ctrl+C stops)", flush=True)
+    server.run()
+    if failures:
+        raise failures[0]
+
+
 def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     """Run the parsed command (`config`: train's checked options); exit code 0 (errors are exceptions)."""
     if args.command == "train":
@@ -246,4 +293,6 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
         _print_models(args.json)
     elif args.command == "classify":
         _classify(args)
+    elif args.command == "serve":
+        _serve(args)
     return 0

@@ -26,7 +26,7 @@ from transferkit.data.files import check_data_path
 from transferkit.errors import UserError
 from transferkit.features.source import ENGINES
 from transferkit.io.names import CHECKPOINT_FILE
-from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check_field, shown, whole
+from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check_field, number, shown, whole
 
 __all__ = ["main"]
 
@@ -55,6 +55,61 @@ def _top_k(text: str) -> int:
     if value < 1:
         raise ValueError(f"must be 1 or more, got {value}")
     return value
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def at_least(text: str) -> int:
+        value = whole(text)
+        if value < low:
+            raise ValueError(f"must be {low} or more, got {value}")
+        return value
+    return at_least
+
+
+def _port(text: str) -> int:
+    value = whole(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = number(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = number(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be more than 0, got {text}")
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="an HTTP API and web page for a trained run or an exported .onnx model")
+    p.add_argument("model", type=Path, metavar="RUN_OR_ONNX",
+                   help="a run folder of `transferkit train`, its checkpoint.safetensors, or an .onnx file of "
+                        "`transferkit export`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=_argparse_type(_port), default=8000, help="(default 8000)")
+    p.add_argument("--max-batch", type=_argparse_type(_at_least(1)), default=32, metavar="N",
+                   help="most images per inference batch (default 32)")
+    p.add_argument("--max-wait-ms", type=_argparse_type(_non_negative), default=5.0, metavar="MS",
+                   help="how long an image waits for others to share its batch (default 5)")
+    p.add_argument("--max-upload-mb", type=_argparse_type(_positive), default=10.0, metavar="MB",
+                   help="largest request body in MiB; larger ones get 413 (default 10)")
+    p.add_argument("--max-files", type=_argparse_type(_at_least(1)), default=64, metavar="N",
+                   help="most images in one request; more get 413 (default 64)")
+    p.add_argument("--api-key", default=os.environ.get("TRANSFERKIT_API_KEY") or None, metavar="KEY",
+                   help="require this key (X-API-Key or Authorization: Bearer) on every endpoint but /health and "
+                        "the page (default: $TRANSFERKIT_API_KEY, else none)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN call the API (repeatable; default: no CORS)")
+    p.add_argument("--top", type=_argparse_type(_top_k), default=3, metavar="K",
+                   help="classes per image unless a request asks for ?top=K (default 3)")
 
 
 def _add_config_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -137,6 +192,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                         "on 99%% of the check images and is 1.3x as fast here")
     p.add_argument("--calibrate", type=Path, default=None, help="images to calibrate --int8 on (default: --check's)")
 
+    _add_serve(sub)
+
     p = sub.add_parser("models", help="list the backbones: size, input, where their weights come from")
     p.add_argument("--json", action="store_true")
 
@@ -169,6 +226,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     for given in (getattr(args, "check", None), getattr(args, "calibrate", None)) if args.command == "export" else ():
         if given is not None and not given.exists():
             raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
+
+    if args.command == "serve":
+        from transferkit.serve.classifier import check_model_path
+
+        check_model_path(args.model)
 
 
 class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]

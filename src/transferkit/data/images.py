@@ -10,6 +10,7 @@ rather than a crash in the middle of training.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import stat
@@ -23,8 +24,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transferkit.data.files import IMAGE_EXTENSIONS, is_ignored  # re-exported: the index decides what is an image
 from transferkit.errors import UserError
 
-__all__ = ["IMAGE_EXTENSIONS", "BadImage", "file_problem", "is_ignored", "load_image", "none_readable",
-           "os_error_reason", "skip_reason"]
+__all__ = ["IMAGE_EXTENSIONS", "BadImage", "decode_image", "file_problem", "is_ignored", "load_image",
+           "none_readable", "os_error_reason", "skip_reason"]
 
 # Modes that carry an alpha channel; they are composited onto white, as a viewer would show them.
 _ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA", "La", "RGBa", "PA"})
@@ -54,6 +55,19 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     when the model input is small anyway; other formats ignore it.
     """
     _check_regular_file(path)
+    return _decode(path, path, min_size)
+
+
+def decode_image(data: bytes, name: str = "upload", min_size: int | None = None) -> Image.Image:
+    """`load_image` for bytes already in memory (an upload): the same checks and the same RGB picture, or
+    `BadImage` naming `name`."""
+    if not data:
+        raise BadImage(Path(name), "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), min_size)
+
+
+def _decode(source: Path | io.BytesIO, path: Path, min_size: int | None) -> Image.Image:
+    """Open, check the pixel budget, decode and convert `source`; every failure is a `BadImage` for `path`."""
     try:
         with warnings.catch_warnings():
             # Pillow's complaints about damaged metadata (EXIF, TIFF tags) would print as multi-line noise; the
@@ -61,7 +75,7 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
             warnings.simplefilter("ignore", UserWarning)
             # Pillow only *warns* between 1x and 2x its pixel limit; a bomb is a bomb either way.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 _check_pixel_budget(path, img.size)
                 if min_size is not None and img.format == "JPEG":
                     img.draft("RGB", (min_size, min_size))
