@@ -122,6 +122,30 @@ def _extract(args: argparse.Namespace) -> None:
           f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
 
 
+def _rank(args: argparse.Namespace) -> None:
+    from transferkit.data.files import check_trainable, load_labelled
+    from transferkit.features.engine import cache_dir
+    from transferkit.features.extract import extract_workers
+    from transferkit.selection.rank import available_candidates, rank
+
+    files = load_labelled(args.data)
+    check_trainable(files)
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    candidates = available_candidates(names, layers)
+    ranked = rank(files, candidates, args.features or cache_dir() / "rank", _runtime(extract_workers()), by=args.by)
+    if args.json:
+        print(json.dumps({"by": args.by, "ranking": [r.to_json() for r in ranked]}, indent=2))
+        return
+    print(f"{'backbone/layer':<32} {'logme':>8} {'knn':>6} {'probe':>6} {'dim':>5} {'seconds':>8}")
+    for r in ranked:
+        s = r.scores
+        print(f"{str(r.candidate):<32} {s['logme']:>8.4f} {s['knn']:>6.3f} {s['probe']:>6.3f} {r.feature_dim:>5} "
+              f"{sum(r.seconds.values()):>8.1f}")
+    print(f"ranked by {args.by} on {r.images} images; best: {ranked[0].candidate} "
+          f"(train with --backbone {ranked[0].candidate.backbone} --layer {ranked[0].candidate.layer})")
+
+
 def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, runtime: Runtime,
             on_validation: bool = False) -> None:
     """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
@@ -208,4 +232,6 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
         _print_models(args.json)
     elif args.command == "classify":
         _classify(args)
+    elif args.command == "rank":
+        _rank(args)
     return 0

@@ -103,6 +103,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
 
+    p = sub.add_parser("rank", help="before training: score candidate backbones and layers for DATA from their "
+                                    "frozen features (LogME, k-NN, linear probe), best first")
+    p.add_argument("data", type=Path)
+    p.add_argument("--backbones", default=None, help="comma-separated backbone names (default: every backbone "
+                                                     "whose weights are on this machine)")
+    p.add_argument("--layers", default="deep,mid,shallow", help="comma-separated: deep, mid, shallow or block names")
+    p.add_argument("--by", choices=("logme", "knn", "probe"), default="logme", help="the score that orders the table")
+    p.add_argument("--features", type=Path, default=None,
+                   help="where the candidates' feature caches are kept (default: the transferkit cache folder)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("evaluate", help="accuracy, F1, per-class figures and confusion matrix on labelled data")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
@@ -151,34 +162,39 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
 def _check_paths(args: argparse.Namespace) -> None:
     """The labelled data a command reads exists and is a folder or a CSV manifest: said in one line now,
     before a heavy library is imported."""
-    if args.command in ("train", "extract", "evaluate", "report"):
+    if args.command in ("train", "extract", "evaluate", "report", "rank"):
         check_data_path(args.data)
     if args.command == "train" and args.test is not None:
         check_data_path(args.test)
 
 
 class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it)."""
+    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it), or to `sys.stderr` while
+    a command's stdout is JSON for another program to read."""
+
+    to_stderr = False
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
 
 
-def _console_logging() -> None:
-    """The library's INFO lines go to stdout as plain lines (what the user reads); DEBUG details only to the run's
-    log file. Only the main process of a multi-process (torchrun) job talks."""
+def _console_logging(json_out: bool) -> None:
+    """The library's INFO lines go to stdout as plain lines (what the user reads; stderr when stdout is `--json`);
+    DEBUG details only to the run's log file. Only the main process of a multi-process (torchrun) job talks."""
     logger = logging.getLogger("transferkit")
-    if any(getattr(h, "transferkit_console", False) for h in logger.handlers):
-        return
+    for h in logger.handlers:
+        if isinstance(h, _Stdout):
+            h.to_stderr = json_out
+            return
     handler = _Stdout()
+    handler.to_stderr = json_out
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.CRITICAL + 1)
-    handler.transferkit_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
@@ -192,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py
     try:
-        _console_logging()
+        _console_logging(bool(getattr(args, "json", False)))
         _check_paths(args)
         return commands.run(args, config)
     except UserError as exc:
