@@ -122,6 +122,21 @@ def _extract(args: argparse.Namespace) -> None:
           f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
 
 
+def _lr_find(args: argparse.Namespace, config: TrainConfig) -> None:
+    from transferkit.training.lr_find import find_lr
+
+    found = find_lr(args.data, config, args.stage, args.iterations, _runtime())
+    if args.plot is not None:
+        found.plot(args.plot)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+        return
+    flag = "--lr" if found.stage == "head" else "--fine-tune-lr"
+    end = "the loss diverged" if found.diverged else "the last rate"
+    print(f"tried {len(found.lrs)} rates from {found.lrs[0]:.1e} to {found.lrs[-1]:.1e} ({end}); "
+          f"suggested {flag} {found.suggestion:.2g}" + (f"; curve in {args.plot}" if args.plot else ""))
+
+
 def _rank(args: argparse.Namespace) -> None:
     from transferkit.data.files import check_trainable, load_labelled
     from transferkit.features.engine import cache_dir
@@ -234,4 +249,7 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
         _classify(args)
     elif args.command == "rank":
         _rank(args)
+    elif args.command == "lr-find":
+        assert config is not None
+        _lr_find(args, config)
     return 0

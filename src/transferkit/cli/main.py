@@ -57,6 +57,13 @@ def _top_k(text: str) -> int:
     return value
 
 
+def _iterations(text: str) -> int:
+    value = whole(text)
+    if not 2 <= value <= 1000:
+        raise ValueError(f"must be from 2 to 1000, got {value}")
+    return value
+
+
 def _add_config_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
     """One flag per `TrainConfig` field in `names`, with the field's default and help (its range is checked by
     `TrainConfig`, not here)."""
@@ -102,6 +109,18 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     _add_config_flags(p, SHARED_FIELDS["extract"])
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: the rate to pass as --lr (or --fine-tune-lr) for "
+                                       "this data and these options")
+    p.add_argument("data", type=Path)
+    p.add_argument("--stage", choices=("head", "fine-tune"), default="head",
+                   help="head: the frozen base's head (suggests --lr); fine-tune: after the probe, with "
+                        "--unfreeze-blocks blocks unfrozen (suggests --fine-tune-lr)")
+    p.add_argument("--iterations", type=_argparse_type(_iterations), default=100,
+                   help="training steps tried, at most (default 100)")
+    p.add_argument("--plot", type=Path, default=None, help="write the loss against the rate to this PNG")
+    p.add_argument("--json", action="store_true")
+    _add_config_flags(p, [name for name, opt in OPTIONS.items() if opt.flag])
 
     p = sub.add_parser("rank", help="before training: score candidate backbones and layers for DATA from their "
                                     "frozen features (LogME, k-NN, linear probe), best first")
@@ -150,7 +169,7 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
     value checked by `TrainConfig`'s field metadata; a value it refuses is argparse's one-line error (exit 2)
     naming the flag."""
     try:
-        if args.command == "train":
+        if args.command in ("train", "lr-find"):
             return TrainConfig(**{name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag})
         for name in SHARED_FIELDS.get(args.command, ()):
             check_field(name, getattr(args, name))
@@ -162,7 +181,7 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
 def _check_paths(args: argparse.Namespace) -> None:
     """The labelled data a command reads exists and is a folder or a CSV manifest: said in one line now,
     before a heavy library is imported."""
-    if args.command in ("train", "extract", "evaluate", "report", "rank"):
+    if args.command in ("train", "extract", "evaluate", "report", "rank", "lr-find"):
         check_data_path(args.data)
     if args.command == "train" and args.test is not None:
         check_data_path(args.test)
