@@ -126,6 +126,7 @@ class TransferModel(nn.Module):
         self.class_names = list(class_names)
         self.head_cfg = head_cfg
         self.train_bn = False
+        self.temperature = 1.0  # divides the logits: fitted on the validation split after training (calibration)
         self._block_params = backbone.block_params()
 
     @property
@@ -172,7 +173,10 @@ class TransferModel(nn.Module):
         return load_bundle(folder).model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.base(x))
+        """Class logits, divided by the calibration temperature (1 while training), so every consumer of the
+        model (predict, evaluate, the ONNX export, the server) gives calibrated probabilities."""
+        logits = self.head(self.base(x))
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x)

@@ -142,6 +142,45 @@ def _extract(args: argparse.Namespace) -> None:
           f"({s.seconds:.1f}s{rate}; engine: {s.engine})")
 
 
+def _lr_find(args: argparse.Namespace, config: TrainConfig) -> None:
+    from transferkit.training.lr_find import find_lr
+
+    found = find_lr(args.data, config, args.stage, args.iterations, _runtime())
+    if args.plot is not None:
+        found.plot(args.plot)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+        return
+    flag = "--lr" if found.stage == "head" else "--fine-tune-lr"
+    end = "the loss diverged" if found.diverged else "the last rate"
+    print(f"tried {len(found.lrs)} rates from {found.lrs[0]:.1e} to {found.lrs[-1]:.1e} ({end}); "
+          f"suggested {flag} {found.suggestion:.2g}" + (f"; curve in {args.plot}" if args.plot else ""))
+
+
+def _rank(args: argparse.Namespace) -> None:
+    from transferkit.data.files import check_trainable, load_labelled
+    from transferkit.features.engine import cache_dir
+    from transferkit.features.extract import extract_workers
+    from transferkit.selection.rank import available_candidates, rank
+
+    files = load_labelled(args.data)
+    check_trainable(files)
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    candidates = available_candidates(names, layers)
+    ranked = rank(files, candidates, args.features or cache_dir() / "rank", _runtime(extract_workers()), by=args.by)
+    if args.json:
+        print(json.dumps({"by": args.by, "ranking": [r.to_json() for r in ranked]}, indent=2))
+        return
+    print(f"{'backbone/layer':<32} {'logme':>8} {'knn':>6} {'probe':>6} {'dim':>5} {'seconds':>8}")
+    for r in ranked:
+        s = r.scores
+        print(f"{str(r.candidate):<32} {s['logme']:>8.4f} {s['knn']:>6.3f} {s['probe']:>6.3f} {r.feature_dim:>5} "
+              f"{sum(r.seconds.values()):>8.1f}")
+    print(f"ranked by {args.by} on {r.images} images; best: {ranked[0].candidate} "
+          f"(train with --backbone {ranked[0].candidate.backbone} --layer {ranked[0].candidate.layer})")
+
+
 def _report(run: Path, data: LabelledFiles | Path, out: Path, evaluated_on: str, runtime: Runtime,
             on_validation: bool = False) -> None:
     """Write the HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
@@ -295,4 +334,9 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
         _classify(args)
     elif args.command == "serve":
         _serve(args)
+    elif args.command == "rank":
+        _rank(args)
+    elif args.command == "lr-find":
+        assert config is not None
+        _lr_find(args, config)
     return 0

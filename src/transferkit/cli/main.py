@@ -112,6 +112,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="classes per image unless a request asks for ?top=K (default 3)")
 
 
+def _iterations(text: str) -> int:
+    value = whole(text)
+    if not 2 <= value <= 1000:
+        raise ValueError(f"must be from 2 to 1000, got {value}")
+    return value
+
+
 def _add_config_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
     """One flag per `TrainConfig` field in `names`, with the field's default and help (its range is checked by
     `TrainConfig`, not here)."""
@@ -157,6 +164,29 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     _add_config_flags(p, SHARED_FIELDS["extract"])
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: the rate to pass as --lr (or --fine-tune-lr) for "
+                                       "this data and these options")
+    p.add_argument("data", type=Path)
+    p.add_argument("--stage", choices=("head", "fine-tune"), default="head",
+                   help="head: the frozen base's head (suggests --lr); fine-tune: after the probe, with "
+                        "--unfreeze-blocks blocks unfrozen (suggests --fine-tune-lr)")
+    p.add_argument("--iterations", type=_argparse_type(_iterations), default=100,
+                   help="training steps tried, at most (default 100)")
+    p.add_argument("--plot", type=Path, default=None, help="write the loss against the rate to this PNG")
+    p.add_argument("--json", action="store_true")
+    _add_config_flags(p, [name for name, opt in OPTIONS.items() if opt.flag])
+
+    p = sub.add_parser("rank", help="before training: score candidate backbones and layers for DATA from their "
+                                    "frozen features (LogME, k-NN, linear probe), best first")
+    p.add_argument("data", type=Path)
+    p.add_argument("--backbones", default=None, help="comma-separated backbone names (default: every backbone "
+                                                     "whose weights are on this machine)")
+    p.add_argument("--layers", default="deep,mid,shallow", help="comma-separated: deep, mid, shallow or block names")
+    p.add_argument("--by", choices=("logme", "knn", "probe"), default="logme", help="the score that orders the table")
+    p.add_argument("--features", type=Path, default=None,
+                   help="where the candidates' feature caches are kept (default: the transferkit cache folder)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("evaluate", help="accuracy, F1, per-class figures and confusion matrix on labelled data")
     p.add_argument("run", type=Path)
@@ -207,7 +237,7 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
     value checked by `TrainConfig`'s field metadata; a value it refuses is argparse's one-line error (exit 2)
     naming the flag."""
     try:
-        if args.command == "train":
+        if args.command in ("train", "lr-find"):
             return TrainConfig(**{name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag})
         for name in SHARED_FIELDS.get(args.command, ()):
             check_field(name, getattr(args, name))
@@ -219,7 +249,7 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
 def _check_paths(args: argparse.Namespace) -> None:
     """The labelled data a command reads exists and is a folder or a CSV manifest: said in one line now,
     before a heavy library is imported."""
-    if args.command in ("train", "extract", "evaluate", "report"):
+    if args.command in ("train", "extract", "evaluate", "report", "rank", "lr-find"):
         check_data_path(args.data)
     if args.command == "train" and args.test is not None:
         check_data_path(args.test)
@@ -234,9 +264,10 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it); warnings to `sys.stderr`, so
-    they never mix into a command's `--json` output."""
+    """Writes to whatever `sys.stdout` is at the time (tests and callers may swap it); warnings to `sys.stderr`, and
+    everything to `sys.stderr` while a command's stdout is JSON for another program to read (`to_stderr`)."""
 
+    to_stderr = False
     _warning = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -245,23 +276,25 @@ class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stderr if self._warning else sys.stdout
+        return sys.stderr if self._warning or self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
 
 
-def _console_logging() -> None:
-    """The library's INFO lines go to stdout as plain lines (what the user reads); DEBUG details only to the run's
-    log file. Only the main process of a multi-process (torchrun) job talks."""
+def _console_logging(json_out: bool) -> None:
+    """The library's INFO lines go to stdout as plain lines (what the user reads; stderr when stdout is `--json`);
+    DEBUG details only to the run's log file. Only the main process of a multi-process (torchrun) job talks."""
     logger = logging.getLogger("transferkit")
-    if any(getattr(h, "transferkit_console", False) for h in logger.handlers):
-        return
+    for h in logger.handlers:
+        if isinstance(h, _Stdout):
+            h.to_stderr = json_out
+            return
     handler = _Stdout()
+    handler.to_stderr = json_out
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.CRITICAL + 1)
-    handler.transferkit_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
@@ -275,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py
     try:
-        _console_logging()
+        _console_logging(bool(getattr(args, "json", False)))
         _check_paths(args)
         return commands.run(args, config)
     except UserError as exc:

@@ -82,10 +82,19 @@ def render_html(report: ReportData, title: str) -> str:
         "<section id='calibration'><h2>Calibration</h2>"
         + _img(_reliability(report.calibration), "reliability diagram")
         + f"<p>Expected calibration error {report.calibration.ece:.3f}: on average the top probability is that far "
-          f"from how often the model is right at that probability (0 is perfect).</p></section>",
+          f"from how often the model is right at that probability (0 is perfect).</p>" + _temperature_note(report)
+        + "</section>",
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _temperature_note(report: ReportData) -> str:
+    if report.uncalibrated is None:
+        return "<p>No temperature scaling: the bundle's probabilities are the network's own.</p>"
+    return (f"<p>Temperature scaling: the logits are divided by T = {report.temperature:.3f}, fitted on the validation "
+            f"split after training; without it the expected calibration error here would be "
+            f"{report.uncalibrated.ece:.3f}. It never changes the predicted class.</p>")
 
 
 def _e(text: object) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from transferkit.evaluation.calibration import rescale
 from transferkit.evaluation.metrics import Metrics, compute_metrics
 
 __all__ = ["Calibration", "CalibrationBin", "Caution", "Mistake", "ReportData", "accuracy_interval", "build_report",
@@ -75,13 +76,17 @@ class ReportData:
     facts: list[tuple[str, str]]
     cautions: list[Caution]
     skipped: list[str]  # files of the evaluated data that could not be read
+    temperature: float = 1.0  # the bundle's calibration temperature (1: none)
+    uncalibrated: Calibration | None = None  # the same probabilities before temperature scaling, when T != 1
 
     def to_json(self) -> dict[str, Any]:
         return {
             "evaluated_on": self.evaluated_on,
             **self.metrics.to_json(),
             "accuracy_ci95": list(self.accuracy_ci),
-            "calibration": {"ece": self.calibration.ece, "bins": [asdict(b) for b in self.calibration.bins]},
+            "calibration": {"ece": self.calibration.ece, "bins": [asdict(b) for b in self.calibration.bins],
+                            "temperature": self.temperature,
+                            "ece_before_temperature": self.uncalibrated.ece if self.uncalibrated else None},
             "most_confident_mistakes": [asdict(m) for m in self.mistakes],
             "history": self.history,
             "facts": dict(self.facts),
@@ -235,6 +240,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
     """Every number and warning of the report from one inference pass (`predict.score`) and the bundle JSON."""
     names = list(meta["class_names"])
     metrics = compute_metrics(labels, probs, names)
+    temperature = float(meta.get("temperature", 1.0))
     correct = int((probs.argmax(axis=1) == labels).sum())
     history = list(meta.get("history") or [])
     data = meta.get("data") or {}
@@ -266,5 +272,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
         facts=run_facts(meta, evaluated_on, len(labels)),
         cautions=cautions,
         skipped=[str(p) for p in skipped],
+        temperature=temperature,
+        uncalibrated=calibration(labels, rescale(probs, 1 / temperature)) if temperature != 1.0 else None,
     )
 

@@ -36,6 +36,7 @@ class Probabilities(nn.Module):
     def __init__(self, net: nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.normalised = Normalised(net, preprocessing.mean, preprocessing.std)
+        self.temperature = float(getattr(net, "temperature", 1.0))  # a plain attribute, not a tensor: in the key
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalised(images.permute(0, 3, 1, 2)).softmax(dim=1)
@@ -43,8 +44,8 @@ class Probabilities(nn.Module):
 
 def graph_path(module: Probabilities, input_size: int) -> Path:
     """Where the graph of `module` is cached: its name says which tensors, input size and versions made it."""
-    key = hashlib.sha256(f"classifier|{module_sha256(module)}|{input_size}|torch {torch.__version__}|"
-                         f"opset {OPSET}|transferkit {__version__}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"classifier|{module_sha256(module)}|T {module.temperature!r}|{input_size}|"
+                         f"torch {torch.__version__}|opset {OPSET}|transferkit {__version__}".encode()).hexdigest()[:32]
     return cache_dir() / "onnx" / f"classifier-{key}.onnx"
 
 

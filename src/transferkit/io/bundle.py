@@ -50,6 +50,7 @@ def model_meta(model: TransferModel, extra: dict[str, Any]) -> dict[str, Any]:
         "head": model.head_cfg.to_json(),
         "layer": model.layer,
         "class_names": model.class_names,
+        "temperature": model.temperature,
         **extra,
     }
 
@@ -133,6 +134,12 @@ def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
         raise UserError(f"cannot read weights {path}: {exc} — the file is damaged or not safetensors") from None
 
 
+def _temperature(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"temperature must be a positive number, got {value!r}")
+    return float(value)
+
+
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
     path = Path(path)
@@ -155,6 +162,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         backbone = Backbone(spec, net, image, info, meta.get("layer"))
         model = TransferModel(backbone, list(meta["class_names"]), HeadConfig(**meta["head"]))
         model.load_state_dict(weights)
+        model.temperature = _temperature(meta.get("temperature", 1.0))  # bundles before calibration: 1
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None
     model.eval()

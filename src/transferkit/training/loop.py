@@ -67,6 +67,7 @@ class Stage:
     micro_batch: int
     warmup_epochs: float = 1.0
     blank: torch.Tensor | None = None
+    schedule: Callable[[int], float] | None = None  # step -> rate multiplier (None: warmup + cosine, `lr_at`)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -81,7 +82,7 @@ class Stage:
         return round(self.warmup_epochs * self.steps_per_epoch)
 
     def set_lr(self, step: int) -> float:
-        factor = lr_at(step, self.total_steps, self.warmup_steps)
+        factor = self.schedule(step) if self.schedule else lr_at(step, self.total_steps, self.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.rates[group["name"]] * factor
         return factor
@@ -133,7 +134,10 @@ class Callback:
         pass
 
     def after_batch(self, stage: Stage, loss: float, accuracy: float) -> None:
-        pass
+        """`loss` and `accuracy`: the running means of the epoch so far."""
+
+    def after_step(self, stage: Stage, step: int, loss: float) -> None:
+        """`loss`: the mean loss of the batch just trained on (at the rate of `step`)."""
 
     def after_epoch(self, stage: Stage, result: EpochResult, improved: bool, state: LoopState) -> None:
         pass
@@ -211,14 +215,19 @@ def train_one_epoch(model: nn.Module, stage: Stage, loss_fn: nn.Module, runtime:
         stage.optimizer.zero_grad(set_to_none=True)
         slices = list(zip(inputs.split(stage.micro_batch), labels.split(stage.micro_batch)))
         shares = [_slice_share(loss_fn, ys, total, processes) if len(ys) else 0.0 for _, ys in slices]
+        step_loss = 0.0
         for i, ((xs, ys), share) in enumerate(zip(slices, shares)):
             with runtime.no_sync(model, last=i == len(slices) - 1):
                 with runtime.autocast():
                     logits = model(xs).float()
                 loss = loss_fn(logits, ys) if len(ys) else logits.sum() * 0.0
                 (loss * share).backward()
-            totals.add(loss.item(), logits, ys)
+            value = loss.item()
+            totals.add(value, logits, ys)
+            step_loss += value * float(share) / processes
         stage.optimizer.step()
+        for cb in callbacks:
+            cb.after_step(stage, step, step_loss)
         step += 1
         totals.seen += len(labels)
         for cb in callbacks:

@@ -27,8 +27,10 @@ from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
 from transferkit.data.files import LabelledFiles, Sample, check_trainable
 from transferkit.data.split import ImageData, load_images, stratified_split
+from transferkit.evaluation.calibration import fit_temperature, rescale
 from transferkit.evaluation.metrics import Metrics, compute_metrics
-from transferkit.evaluation.predict import evaluate
+from transferkit.evaluation.predict import Scored, evaluate, score
+from transferkit.evaluation.report import calibration
 from transferkit.features.extract import extract_features
 from transferkit.io.bundle import CHECKPOINT_FILE
 from transferkit.io.logfile import details, log_to_file
@@ -56,18 +58,28 @@ class StageSummary(Callback):
     def __init__(self, learner: Learner, test: LabelledFiles | None) -> None:
         self.learner, self.test = learner, test
         self.val_metrics: Metrics | None = None
+        self.val_scored: Scored | None = None  # the last stage's validation probabilities, for calibration
         self.test_metrics: Metrics | None = None
 
     def after_fit(self, stage: Stage, history: list[EpochResult]) -> None:
         if stage.name not in self.TITLES:
             return
         learner = self.learner
-        self.val_metrics = evaluate(learner.model, learner.data.val, learner.runtime).metrics
+        self.val_scored = score(learner.model, learner.data.val, learner.runtime)
+        self.val_metrics = compute_metrics(self.val_scored.labels, self.val_scored.probs, learner.model.class_names)
         line = f"after {self.TITLES[stage.name]}: validation accuracy {self.val_metrics.accuracy:.3f}"
         if self.test is not None:
             self.test_metrics = evaluate(learner.model, self.test, learner.runtime).metrics
             line += f", test accuracy {self.test_metrics.accuracy:.3f}"
         log.info(line + f" (best weights: {learner.best.where})")
+
+
+def calibrate(model: TransferModel, probs: np.ndarray, labels: np.ndarray) -> None:
+    """Fit the model's temperature on validation probabilities made at temperature 1 (see `calibration`)."""
+    model.temperature = fit_temperature(probs, labels)
+    before, after = calibration(labels, probs).ece, calibration(labels, rescale(probs, model.temperature)).ece
+    log.info(f"calibration: temperature {model.temperature:.3f} fitted on {len(labels)} validation images "
+             f"(expected calibration error there {before:.3f} -> {after:.3f})")
 
 
 def _train_images(run: Run) -> TrainResult:
@@ -105,6 +117,8 @@ def _train_images(run: Run) -> TrainResult:
     val_metrics, test_metrics = distributed.gather((summary.val_metrics, summary.test_metrics))[0]  # rank 0's
     assert val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
     if main:
+        assert summary.val_scored is not None
+        calibrate(model, summary.val_scored.probs, summary.val_scored.labels)
         save_run(run, model, learner.history, learner.best.where, data, val_metrics, test_metrics,
                  processes=_processes(run, weights))
     distributed.barrier()  # the other processes end once the bundle is written
@@ -174,6 +188,7 @@ def _train_on_features(run: Run) -> TrainResult:
     with torch.no_grad():
         val_probs = head(x_val).softmax(1).cpu().numpy()
     val_metrics = compute_metrics(y_val.cpu().numpy(), val_probs, model.class_names)
+    calibrate(model, val_probs, y_val.cpu().numpy())
     line = f"best {best.where}: validation accuracy {val_metrics.accuracy:.3f}"
     test_metrics: Metrics | None = None
     if test_files is not None and runtime.is_main:
