@@ -76,7 +76,7 @@ def make_runner(net: nn.Module, preprocessing: Preprocessing, runtime: Runtime, 
         return pytorch("asked for" if prefer == "torch" else f"on {runtime.device.type}")
     size = preprocessing.input_size
     path = graph_path(module, size)
-    if prefer == "auto" and images is not None and images < EXPORT_PAYS and not path.is_file():
+    if prefer == "auto" and images is not None and images < EXPORT_PAYS and not _readable(path):
         return pytorch(f"{images} images: exporting this model to ONNX would cost more than it saves")
     try:
         classifier, worst = _checked(module, size, path, classes)
@@ -89,6 +89,14 @@ def make_runner(net: nn.Module, preprocessing: Preprocessing, runtime: Runtime, 
         log.warning(f"running on PyTorch: {reason}")
         return pytorch(reason)
     return Runner("onnxruntime", ONNX_BATCH, f"ONNX Runtime (matches PyTorch to {worst:.1e})", classifier)
+
+
+def _readable(path: Path) -> bool:
+    """Whether a cached graph is there for us; a cache folder this user may not enter counts as empty."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 _LOADED: dict[Path, tuple[object, float]] = {}  # this process's sessions and their parity, by graph file
