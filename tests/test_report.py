@@ -60,6 +60,30 @@ def test_perfectly_calibrated_predictions_have_ece_near_zero() -> None:
     assert calibration(labels, probs).ece < 0.02
 
 
+@pytest.mark.parametrize(("n", "low", "high"), [(200, 0.03, 0.08), (20000, 0.0, 0.01)])
+def test_the_noise_floor_is_what_a_perfectly_calibrated_model_shows_at_that_size(n: int, low: float,
+                                                                                   high: float) -> None:
+    """On 200 images even a perfectly calibrated model shows an ECE near 0.05; on 20,000 almost none. The floor
+    is the median over simulated such models, so about half of real perfectly calibrated sets fall below it."""
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0.5, 1.0, size=n)
+    observed = []
+    for _ in range(100):
+        labels = (rng.random(n) >= confidence).astype(int)
+        observed.append(calibration(labels, np.stack([confidence, 1 - confidence], axis=1)).ece)
+    floor = calibration(labels, np.stack([confidence, 1 - confidence], axis=1)).noise_floor
+    assert low < floor < high
+    assert 0.3 < np.mean(np.array(observed) < floor) < 0.7
+
+
+def test_a_miscalibrated_model_is_well_above_the_noise_floor() -> None:
+    rng = np.random.default_rng(3)
+    confidence = rng.uniform(0.7, 1.0, size=500)
+    labels = (rng.random(500) >= confidence - 0.2).astype(int)  # right 20 points less often than it claims
+    cal = calibration(labels, np.stack([confidence, 1 - confidence], axis=1))
+    assert cal.ece > 3 * cal.noise_floor
+
+
 def test_wilson_interval_matches_its_formula() -> None:
     z = 1.959963984540054
     for k, n in [(388, 400), (12, 12), (0, 7), (81, 263), (1, 2)]:

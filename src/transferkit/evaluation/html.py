@@ -82,7 +82,9 @@ def render_html(report: ReportData, title: str) -> str:
         "<section id='calibration'><h2>Calibration</h2>"
         + _img(_reliability(report.calibration), "reliability diagram")
         + f"<p>Expected calibration error {report.calibration.ece:.3f}: on average the top probability is that far "
-          f"from how often the model is right at that probability (0 is perfect).</p>" + _temperature_note(report)
+          f"from how often the model is right at that probability (0 is perfect). Even a perfectly calibrated "
+          f"model shows about {report.calibration.noise_floor:.3f} on {report.metrics.count} images (sampling "
+          f"noise), so a figure near that one cannot tell calibration errors apart.</p>" + _temperature_note(report)
         + "</section>",
         "</body></html>",
     ]

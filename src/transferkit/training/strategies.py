@@ -77,9 +77,10 @@ class StageSummary(Callback):
 def calibrate(model: TransferModel, probs: np.ndarray, labels: np.ndarray) -> None:
     """Fit the model's temperature on validation probabilities made at temperature 1 (see `calibration`)."""
     model.temperature = fit_temperature(probs, labels)
-    before, after = calibration(labels, probs).ece, calibration(labels, rescale(probs, model.temperature)).ece
+    before, after = calibration(labels, probs), calibration(labels, rescale(probs, model.temperature))
     log.info(f"calibration: temperature {model.temperature:.3f} fitted on {len(labels)} validation images "
-             f"(expected calibration error there {before:.3f} -> {after:.3f})")
+             f"(expected calibration error there {before.ece:.3f} -> {after.ece:.3f}; a perfectly calibrated model "
+             f"would show about {after.noise_floor:.3f} on so few)")
 
 
 def _train_images(run: Run) -> TrainResult:
