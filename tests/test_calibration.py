@@ -46,6 +46,16 @@ def test_scaling_keeps_every_prediction_and_lowers_the_calibration_error() -> No
     np.testing.assert_allclose(rescale(scaled, 1 / t), probs, atol=1e-9)  # and it can be undone exactly
 
 
+def test_the_prior_pulls_a_fit_on_few_images_toward_one_and_fades_with_more() -> None:
+    for n, most in ((40, 0.8), (4000, 0.02)):  # how much of log T the prior may take away
+        probs, labels = _overconfident(2.5, n=n, seed=3)
+        plain, shrunk = fit_temperature(probs, labels, prior_sd=float("inf")), fit_temperature(probs, labels)
+        assert 1.0 < shrunk < plain
+        assert np.log(plain) - np.log(shrunk) < most * np.log(plain)
+    probs, labels = _overconfident(2.5, n=40, seed=3)
+    assert np.log(fit_temperature(probs, labels, float("inf"))) - np.log(fit_temperature(probs, labels)) > 0.05
+
+
 def test_too_few_images_keep_the_network_as_it_is() -> None:
     probs, labels = _overconfident(2.5, n=MIN_IMAGES - 1)
     assert fit_temperature(probs, labels) == 1.0

@@ -15,9 +15,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-__all__ = ["MIN_IMAGES", "fit_temperature", "rescale"]
+__all__ = ["MIN_IMAGES", "PRIOR_SD", "fit_temperature", "rescale"]
 
 MIN_IMAGES = 20  # fewer validation images than this: keep T = 1 (a fit on a handful of images is noise)
+PRIOR_SD = 0.3  # of log T: T within a factor of 1.8 of 1 at two standard deviations
 _LOG_BOUNDS = (math.log(0.05), math.log(20.0))
 
 
@@ -30,16 +31,18 @@ def rescale(probs: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(log_softmax(_log_probs(probs) / temperature, axis=1))
 
 
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 (between 0.05 and 20) that minimises the mean negative log-likelihood of `labels` under
-    softmax(log probs / T); 1.0 when there are too few images to fit it."""
+def fit_temperature(probs: np.ndarray, labels: np.ndarray, prior_sd: float = PRIOR_SD) -> float:
+    """The T > 0 (between 0.05 and 20) that minimises the negative log-likelihood of `labels` under
+    softmax(log probs / T) plus the prior's (log T)^2 / (2 prior_sd^2); 1.0 when there are too few images to fit
+    it. `prior_sd=inf` is the plain maximum-likelihood fit of Guo et al."""
     if len(labels) < MIN_IMAGES:
         return 1.0
     log_p = _log_probs(probs)
     rows = np.arange(len(labels))
 
-    def nll(log_t: float) -> float:
-        return float(-np.mean(log_softmax(log_p / math.exp(log_t), axis=1)[rows, labels]))
+    def objective(log_t: float) -> float:
+        nll = -np.sum(log_softmax(log_p / math.exp(log_t), axis=1)[rows, labels])
+        return float(nll + log_t * log_t / (2 * prior_sd * prior_sd))
 
-    best = minimize_scalar(nll, bounds=_LOG_BOUNDS, method="bounded", options={"xatol": 1e-4})
-    return float(math.exp(best.x)) if nll(best.x) < nll(0.0) else 1.0
+    best = minimize_scalar(objective, bounds=_LOG_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(math.exp(best.x)) if objective(best.x) < objective(0.0) else 1.0
