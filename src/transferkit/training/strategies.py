@@ -43,7 +43,7 @@ from transferkit.training.loop import Callback, EpochResult, Stage
 from transferkit.training.resume import RESUME_FILE, SaveResume, fingerprint, restore, resume_point
 from transferkit.training.run import LOG_FILE, Run, TrainResult, log_backbone, log_data, save_run
 
-__all__ = ["STRATEGIES", "TrainResult", "train"]
+__all__ = ["STRATEGIES", "TrainResult", "calibrate", "fitted_temperature", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,18 @@ class StageSummary(Callback):
 
 def calibrate(model: TransferModel, probs: np.ndarray, labels: np.ndarray) -> None:
     """Fit the model's temperature on validation probabilities made at temperature 1 (see `calibration`)."""
-    model.temperature = fit_temperature(probs, labels)
-    before, after = calibration(labels, probs), calibration(labels, rescale(probs, model.temperature))
-    log.info(f"calibration: temperature {model.temperature:.3f} fitted on {len(labels)} validation images "
+    model.temperature = fitted_temperature(probs, labels, "images")
+
+
+def fitted_temperature(probs: np.ndarray, labels: np.ndarray, what: str) -> float:
+    """The calibration temperature for validation probabilities made at temperature 1, logged with its effect
+    (`what` names the examples: images, texts)."""
+    temperature = fit_temperature(probs, labels)
+    before, after = calibration(labels, probs), calibration(labels, rescale(probs, temperature))
+    log.info(f"calibration: temperature {temperature:.3f} fitted on {len(labels)} validation {what} "
              f"(expected calibration error there {before.ece:.3f} -> {after.ece:.3f}; a perfectly calibrated model "
              f"would show about {after.noise_floor:.3f} on so few)")
+    return temperature
 
 
 def _train_images(run: Run) -> TrainResult:
