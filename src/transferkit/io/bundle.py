@@ -29,7 +29,7 @@ from transferkit.io.names import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE
 from transferkit.model import Backbone, HeadConfig, TransferModel
 
 __all__ = ["CHECKPOINT_FILE", "FORMAT", "FORMAT_VERSION", "META_FILE", "READABLE_VERSIONS", "WEIGHTS_FILE", "Bundle",
-           "bundle_modality", "checked_temperature", "check_format", "load_bundle", "read_meta_and_weights",
+           "checked_temperature", "check_format", "load_bundle", "read_meta_and_weights",
            "save_bundle", "save_checkpoint"]
 
 FORMAT = "transferkit.bundle"
@@ -154,21 +154,6 @@ def _kind(meta: dict[str, Any]) -> str | None:
     return preprocessing.get("kind", "image") if isinstance(preprocessing, dict) else None
 
 
-def bundle_modality(path: str | os.PathLike[str]) -> str:
-    """"image" or "text": what a run folder's (or checkpoint's) model reads, from its JSON alone (the weights are
-    not hashed or read); a missing or damaged bundle is the loaders' one-line error."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})[_META_KEY])
-    except (OSError, ValueError, KeyError, SafetensorError):
-        return "image"
-    return "text" if isinstance(meta, dict) and _kind(meta) == "text" else "image"
-
-
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
     path = Path(path)
@@ -176,7 +161,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     check_format(path, meta)
     kind = _kind(meta)
     if kind == "text":
-        raise UserError(f"{path} is a text model: `transferkit evaluate`, `predict` and `report` read it; this "
+        raise UserError(f"{path} is a text model: `transferkit evaluate` and `predict` read it; this "
                         f"command reads image models only so far")
     if kind != "image":
         raise UserError(f"{path} is a bundle of modality {kind!r}; this transferkit ({__version__}) reads image "

@@ -81,10 +81,7 @@ class SentenceEncoder:
         limit = _position_limit(spec, files)
         if max_tokens is not None and not 2 <= max_tokens <= limit:
             raise UserError(f"--max-tokens {max_tokens} is outside what {spec.name} reads: choose 2 to {limit}")
-        from transformers import AutoModel  # heavy: only once an encoder is really needed
-
-        transformer = AutoModel.from_pretrained(str(files.folder), local_files_only=True, use_safetensors=True,
-                                                dtype=torch.float32)
+        transformer = _read_transformer(files)
         tokenizer = Tokenizer.from_file(str(files.folder / "tokenizer.json"))
         module = EncoderModule(transformer, spec.pooling, spec.normalize).eval()
         log.debug(f"text encoder {spec.name} from {files.source} ({files.folder})")
@@ -136,6 +133,23 @@ class SentenceEncoder:
                 out[chosen] = self.module(input_ids.to(device), mask.to(device)).float().cpu().numpy()
                 bar.update(len(chosen))
         return out
+
+
+def _read_transformer(files: EncoderFiles) -> nn.Module:
+    """transformers' model from the local folder, safetensors only, in float32. Its "Loading weights" bar (drawn
+    even into a log file or a pipe) is switched off while it loads: the bar is one switch for the whole library,
+    so it is put back as it was at once."""
+    from transformers import AutoModel  # heavy: only once an encoder is really needed
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(str(files.folder), local_files_only=True, use_safetensors=True,
+                                         dtype=torch.float32)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _position_limit(spec: TextEncoderSpec, files: EncoderFiles) -> int:
