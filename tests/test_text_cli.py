@@ -132,3 +132,12 @@ def test_text_flags_on_images_are_refused(tmp_path: Path, photo_data: Path, caps
     with pytest.raises(SystemExit) as stopped:
         main(["train", str(photo_data), "--out", str(tmp_path / "run"), "--encoder", "e5-small-v2"])
     assert stopped.value.code == 2 and "argument --encoder: is for texts" in capsys.readouterr().err
+
+
+def test_models_text_lists_the_encoder_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _cli(capsys, "models", "--text", "--json")
+    rows = {row["name"]: row for row in json.loads(stdout)}
+    assert code == 0 and rows["all-MiniLM-L6-v2"]["weights_available"] is True
+    assert rows["bge-small-en-v1.5"]["pooling"] == "cls" and rows["e5-small-v2"]["prefix"] == "query: "
+    code, stdout, _ = _cli(capsys, "models", "--text")
+    assert stdout.splitlines()[1].startswith("all-MiniLM-L6-v2 (default)")

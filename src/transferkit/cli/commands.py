@@ -350,7 +350,7 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     elif args.command == "export":
         _export(args)
     elif args.command == "models":
-        _print_models(args.json)
+        text_commands.print_encoders(args.json) if args.list_text else _print_models(args.json)
     elif args.command == "classify":
         _classify(args)
     elif args.command == "serve":

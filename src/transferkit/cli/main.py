@@ -263,6 +263,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     p = sub.add_parser("models", help="list the backbones: size, input, where their weights come from")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--text", action="store_true", dest="list_text", help="list the text encoders instead")
 
     p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample; test accuracy and an HTML report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -382,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, command_parsers = _parser()
     args = parser.parse_args(argv)
     args.modality = _resolve_modality(args)
-    args.text = _text_options(args, command_parsers[args.command])
+    args.text_config = _text_options(args, command_parsers[args.command])
     config = _checked_options(args, command_parsers[args.command])
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py

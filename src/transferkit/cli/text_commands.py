@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from transferkit.runtime import Runtime
     from transferkit.text.data import BadRow
 
-__all__ = ["evaluate_text", "extract_text", "predict_text", "train_text_command"]
+__all__ = ["evaluate_text", "extract_text", "predict_text", "print_encoders", "train_text_command"]
 
 _SHOWN_CHARS = 80  # of a text, in the plain-text output of predict
 
@@ -41,7 +41,7 @@ def _print_truncated(truncated: int, total: int, max_tokens: int) -> None:
 def train_text_command(args: argparse.Namespace, config: TrainConfig, runtime: Runtime) -> None:
     from transferkit.text.train import train_text
 
-    train_text(args.data, args.out, config, args.text, args.test, args.features, runtime)
+    train_text(args.data, args.out, config, args.text_config, args.test, args.features, runtime)
     if args.report:
         print("warning: --report is not built for text models yet; `transferkit evaluate` gives the figures",
               file=sys.stderr)
@@ -53,7 +53,7 @@ def extract_text(args: argparse.Namespace, runtime: Runtime) -> None:
     from transferkit.text.data import read_texts
     from transferkit.text.encoder import SentenceEncoder
 
-    cfg = args.text
+    cfg = args.text_config
     data = read_texts(args.data, cfg.text_column, cfg.label_column, cfg.replace_invalid_utf8)
     encoder = SentenceEncoder.load(cfg.encoder, cfg.max_tokens)
     encoder.module.to(runtime.device)
@@ -72,7 +72,7 @@ def evaluate_text(args: argparse.Namespace, runtime: Runtime) -> None:
     from transferkit.text.evaluate import evaluate_texts
 
     model = load_text_bundle(args.run).model.to(runtime.device)
-    evaluation = evaluate_texts(model, args.data, args.text)
+    evaluation = evaluate_texts(model, args.data, args.text_config)
     _print_bad(evaluation.bad)
     _print_truncated(evaluation.truncated, evaluation.metrics.count, model.encoder.max_tokens)
     metrics = evaluation.metrics
@@ -92,7 +92,8 @@ def predict_text(args: argparse.Namespace, runtime: Runtime) -> None:
 
     texts, origins = list(args.inputs), [f"argument {i + 1}" for i in range(len(args.inputs))]
     if args.file is not None:
-        more, where, bad = read_unlabelled(args.file, args.text.text_column, args.text.replace_invalid_utf8)
+        cfg = args.text_config
+        more, where, bad = read_unlabelled(args.file, cfg.text_column, cfg.replace_invalid_utf8)
         _print_bad(bad, "line(s)")
         texts, origins = texts + more, origins + where
     if not texts:
@@ -108,3 +109,24 @@ def predict_text(args: argparse.Namespace, runtime: Runtime) -> None:
     for p in predictions:
         ranked = ", ".join(f"{r['label']} {float(r['probability']):.3f}" for r in p.predictions)
         print(f"{_shown(p.text)}: {ranked}")
+
+
+def print_encoders(as_json: bool) -> None:
+    """The text encoder table: dimension, window, pooling, whether the weights are on this machine, and where
+    they come from."""
+    from transferkit.text.encoders import DEFAULT_ENCODER, TEXT_ENCODERS
+    from transferkit.text.weights import encoder_available
+
+    rows = [{**spec.to_json(), "weights_available": encoder_available(spec)} for spec in TEXT_ENCODERS.values()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    lines = [("name", "dim", "tokens", "pooling", "normalized", "weights", "weights from")]
+    for r in rows:
+        name = r["name"] + (" (default)" if r["name"] == DEFAULT_ENCODER else "")
+        source = ", ".join([f"package:{r['package']}"] * bool(r["package"]) + [f"hf-hub:{r['hub_id']}"])
+        lines.append((name, str(r["dim"]), str(r["max_tokens"]), r["pooling"], "yes" if r["normalize"] else "no",
+                      "yes" if r["weights_available"] else "no", source))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    for line in lines:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(line, widths)), line[-1]]))
