@@ -144,7 +144,7 @@ def test_a_bundle_of_another_modality_is_refused_in_one_line(trained_run: TrainR
         load_bundle(run_copy)
     meta["preprocessing"]["kind"] = "text"
     (run_copy / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="is a text model: `transferkit evaluate` and `predict` read it"):
+    with pytest.raises(UserError, match="is a text model: `transferkit evaluate`, `predict` and `report` read it"):
         load_bundle(run_copy)
 
 

@@ -141,3 +141,20 @@ def test_models_text_lists_the_encoder_table(capsys: pytest.CaptureFixture[str])
     assert rows["bge-small-en-v1.5"]["pooling"] == "cls" and rows["e5-small-v2"]["prefix"] == "query: "
     code, stdout, _ = _cli(capsys, "models", "--text")
     assert stdout.splitlines()[1].startswith("all-MiniLM-L6-v2 (default)")
+
+
+def test_report_shows_mistaken_texts_escaped(text_run: tuple[Path, int, str], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A spam text labelled ham is the model's most confident mistake; the report shows its text, escaped."""
+    evil = "<script>alert('x')</script> WIN a FREE iPhone now!!! claim your prize, click the link"
+    data = write_csv(tmp_path / "test.csv", ham=[*HAM[:4], evil], spam=SPAM[:4])
+    out = tmp_path / "report" / "report.html"
+    code, stdout, _ = _cli(capsys, "report", str(text_run[0]), str(data), "--out", str(out))
+    assert code == 0 and str(out) in stdout
+    page = out.read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; WIN a FREE" in page
+    assert "on 9 texts of" in page
+    numbers = json.loads((out.parent / "metrics.json").read_text())
+    assert numbers["most_confident_mistakes"][0]["text"] == evil
+    assert numbers["most_confident_mistakes"][0]["true"] == "ham"
+    assert ("text encoder", "all-MiniLM-L6-v2 (texts cut at 256 tokens)") in numbers["facts"].items()

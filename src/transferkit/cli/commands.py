@@ -321,7 +321,7 @@ def _serve(args: argparse.Namespace) -> None:
 _TEXT_COMMANDS: dict[str, Callable[[argparse.Namespace, Runtime], None] | None] = {
     "train": None,  # takes the checked TrainConfig too
     "extract": text_commands.extract_text, "evaluate": text_commands.evaluate_text,
-    "predict": text_commands.predict_text}
+    "predict": text_commands.predict_text, "report": text_commands.report_text}
 
 
 def run(args: argparse.Namespace, config: TrainConfig | None) -> int:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transferkit.errors import UserError
@@ -18,9 +19,10 @@ from transferkit.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from transferkit.runtime import Runtime
-    from transferkit.text.data import BadRow
+    from transferkit.text.config import TextConfig
+    from transferkit.text.data import BadRow, LabelledTexts
 
-__all__ = ["evaluate_text", "extract_text", "predict_text", "print_encoders", "train_text_command"]
+__all__ = ["evaluate_text", "extract_text", "predict_text", "print_encoders", "report_text", "train_text_command"]
 
 _SHOWN_CHARS = 80  # of a text, in the plain-text output of predict
 
@@ -41,10 +43,31 @@ def _print_truncated(truncated: int, total: int, max_tokens: int) -> None:
 def train_text_command(args: argparse.Namespace, config: TrainConfig, runtime: Runtime) -> None:
     from transferkit.text.train import train_text
 
-    train_text(args.data, args.out, config, args.text_config, args.test, args.features, runtime)
-    if args.report:
-        print("warning: --report is not built for text models yet; `transferkit evaluate` gives the figures",
-              file=sys.stderr)
+    result = train_text(args.data, args.out, config, args.text_config, args.test, args.features, runtime)
+    if args.report and args.test is not None:
+        _write_report(args.out, args.test, args.out / "report.html", str(args.test), args.text_config)
+    elif args.report:
+        _write_report(args.out, result.validation, args.out / "report.html",
+                      f"the validation split of {args.data}", args.text_config, on_validation=True)
+
+
+def report_text(args: argparse.Namespace, runtime: Runtime) -> None:
+    _write_report(args.run, args.data, args.out, str(args.data), args.text_config, runtime=runtime)
+
+
+def _write_report(run: Path, data: LabelledTexts | Path, out: Path, evaluated_on: str, cfg: TextConfig,
+                  on_validation: bool = False, runtime: Runtime | None = None) -> None:
+    """The HTML report and metrics.json; its warnings also go to the console, where a person looks first."""
+    from transferkit.evaluation.html import METRICS_FILE
+    from transferkit.text.bundle import load_text_bundle
+    from transferkit.text.report import write_text_report
+
+    bundle = load_text_bundle(run)
+    model = bundle.model.to(runtime.device) if runtime is not None else bundle.model
+    report = write_text_report(model, bundle.meta, data, out, evaluated_on, cfg, on_validation)
+    for caution in report.cautions:
+        print(f"warning: {caution.message}", file=sys.stderr)
+    print(f"report: {out} (numbers in {out.parent / METRICS_FILE})")
 
 
 def extract_text(args: argparse.Namespace, runtime: Runtime) -> None:

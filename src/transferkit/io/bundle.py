@@ -161,7 +161,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     check_format(path, meta)
     kind = _kind(meta)
     if kind == "text":
-        raise UserError(f"{path} is a text model: `transferkit evaluate` and `predict` read it; this "
+        raise UserError(f"{path} is a text model: `transferkit evaluate`, `predict` and `report` read it; this "
                         f"command reads image models only so far")
     if kind != "image":
         raise UserError(f"{path} is a bundle of modality {kind!r}; this transferkit ({__version__}) reads image "
