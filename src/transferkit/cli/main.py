@@ -335,6 +335,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         if given is not None and not given.exists():
             raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
 
+    model = args.run if args.command == "export" else getattr(args, "model", None) if args.command == "serve" else None
+    if model is not None and bundle_modality(model) == "text":
+        raise UserError(f"{model} is a text model: `transferkit evaluate`, `predict` and `report` read it; "
+                        f"`{args.command}` reads image models only so far")
     if args.command == "serve":
         from transferkit.serve.classifier import check_model_path
 
