@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIG, write_photo_dataset
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import TINY_CONFIG, write_photo_dataset
 from transferkit.data.preprocess import Augmentation
 from transferkit.io.bundle import load_bundle
 from transferkit.model import Backbone
