@@ -74,6 +74,12 @@ def test_a_changed_graph_or_bundle_is_not_trusted(trained_run: TrainResult, tmp_
     graph = entry.parent.parent / json.loads(entry.read_text())["graph"]
     assert cached_classifier(run).classifier is not None
 
+    recorded = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**recorded, "reference": (np.asarray(recorded["reference"]) + 1e-3).tolist()}))
+    differs = cached_classifier(run)  # the graph answers as it did, but not as PyTorch's recorded answers say
+    assert differs.classifier is None and "differs from PyTorch's recorded answers" in differs.note
+    entry.write_text(json.dumps(recorded))
+
     graph.write_bytes(b"not the graph that was checked")
     missed = cached_classifier(run)
     assert missed.classifier is None and "changed since it was checked" in missed.note

@@ -5,9 +5,10 @@ cache) by the runner every command uses, which checks it against PyTorch (`runne
 passes, an index entry is written under `cache_dir()/onnx/bundles/`, named by a sha256 of the bundle's own bytes
 (a run folder's `model.json` and weights, or a checkpoint file), holding the graph's file name, the sha256 it had
 when it passed, the ONNX Runtime version that ran the check, the figure, and the metadata a server needs (classes,
-preprocessing, backbone, the bundle's sha256). Later starts hash the bundle, read the entry, hash the graph and
-load it: the same bytes on the same runtime that were checked, so nothing needs torch. Any mismatch or damage
-means no entry, and the slow path runs again.
+preprocessing, backbone, the bundle's sha256) and PyTorch's probabilities for a fixed batch of seeded random
+images. Later starts hash the bundle, read the entry, hash the graph, load it and run that batch: the graph's
+answers must match PyTorch's recorded ones within `PARITY_TOLERANCE`, so the graph is checked on every load
+without importing torch. Any mismatch or damage means no entry, and the slow path runs again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transferkit.inference.session import OnnxClassifier, cpu_session, metadata
+import numpy as np
+
+from transferkit.inference.session import PARITY_TOLERANCE, OnnxClassifier, cpu_session, metadata
 from transferkit.io.atomic import atomic_write_text
 from transferkit.io.hashing import sha256_file
 from transferkit.io.locations import cache_dir
@@ -55,6 +58,11 @@ def bundle_digest(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _reference_images(size: int) -> np.ndarray:
+    """The fixed batch every load is checked on: 2 seeded random uint8 images (N, H, W, 3)."""
+    return np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+
+
 def _entry_path(digest: str) -> Path:
     return cache_dir() / "onnx" / "bundles" / f"{digest}.json"
 
@@ -82,10 +90,13 @@ def cached_classifier(path: str | os.PathLike[str]) -> Graph:
             return Graph(None, "the cached graph is missing or changed since it was checked")
         meta = {str(k): str(v) for k, v in entry["meta"].items()}
         classifier = OnnxClassifier(cpu_session(graph), json.loads(meta["classes"]), meta, Path(path))
+        expected = np.asarray(entry["reference"], dtype=np.float32)
+        worst = float(np.abs(classifier.predict(_reference_images(classifier.input_size)) - expected).max())
     except Exception as exc:  # an unreadable cache is no cache: the slow path rebuilds it
         return Graph(None, f"the cache could not be used ({type(exc).__name__}: {exc})")
-    return Graph(classifier, f"ONNX Runtime, the cached graph (matched PyTorch to {entry['parity']:.1e} when "
-                             f"it was checked)")
+    if not worst <= PARITY_TOLERANCE:
+        return Graph(None, f"the cached graph differs from PyTorch's recorded answers by {worst:.2g}")
+    return Graph(classifier, f"ONNX Runtime, the cached graph (matches PyTorch's recorded answers to {worst:.1e})")
 
 
 def graph_classifier(path: str | os.PathLike[str]) -> Graph:
@@ -93,6 +104,7 @@ def graph_classifier(path: str | os.PathLike[str]) -> Graph:
     `classifier` is None (the runner's reason in `note`) when the graph cannot be used."""
     import torch
 
+    from transferkit.inference.graph import Probabilities, torch_probabilities
     from transferkit.inference.runner import make_runner
     from transferkit.io.bundle import load_bundle
     from transferkit.runtime import Runtime
@@ -104,8 +116,10 @@ def graph_classifier(path: str | os.PathLike[str]) -> Graph:
         return Graph(None, runner.note)
     assert runner.graph is not None and runner.parity is not None
     meta = metadata(bundle.meta, p)
+    reference = torch_probabilities(Probabilities(model, p), _reference_images(p.input_size))
     entry = {"graph": runner.graph.name, "graph_sha256": sha256_file(runner.graph),
-             "onnxruntime": _onnxruntime_version(), "parity": runner.parity, "meta": meta}
+             "onnxruntime": _onnxruntime_version(), "parity": runner.parity, "meta": meta,
+             "reference": reference.tolist()}
     try:
         atomic_write_text(_entry_path(bundle_digest(path)), json.dumps(entry, indent=1) + "\n")
     except OSError as exc:  # a read-only cache still serves; it only starts slowly next time

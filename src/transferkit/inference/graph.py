@@ -19,6 +19,7 @@ from transferkit._version import __version__
 from transferkit.data.preprocess import Preprocessing
 from transferkit.features.engine import Normalised, cache_dir, module_sha256
 from transferkit.inference.onnx import OPSET, export_module
+from transferkit.inference.session import PARITY_TOLERANCE  # re-exported: the checks here use it
 
 __all__ = ["INPUT", "OUTPUT", "PARITY_TOLERANCE", "Probabilities", "export_graph", "graph_path", "parity",
            "torch_probabilities"]
@@ -26,7 +27,6 @@ __all__ = ["INPUT", "OUTPUT", "PARITY_TOLERANCE", "Probabilities", "export_graph
 log = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "images", "probabilities"
-PARITY_TOLERANCE = 1e-4  # max absolute difference of a probability, ONNX Runtime vs PyTorch
 
 
 class Probabilities(nn.Module):

@@ -24,7 +24,10 @@ from transferkit._version import __version__
 from transferkit.data.pixels import crop_pixels
 from transferkit.data.preprocess import Preprocessing
 
-__all__ = ["CLASSES", "PREPROCESSING", "OnnxClassifier", "cpu_session", "default_threads", "metadata"]
+__all__ = ["CLASSES", "PARITY_TOLERANCE", "PREPROCESSING", "OnnxClassifier", "cpu_session", "default_threads",
+           "metadata"]
+
+PARITY_TOLERANCE = 1e-4  # max absolute difference of a probability, ONNX Runtime vs PyTorch
 
 CLASSES, PREPROCESSING, BUNDLE_SHA256, VERSION, BACKBONE = (
     "classes", "preprocessing", "bundle_sha256", "transferkit_version", "backbone")
