@@ -12,7 +12,9 @@ import pytest
 from conftest import TINY_CONFIG, write_photo_dataset
 from PIL import Image, ImageDraw, ImageFont
 
+from transferkit.data.files import load_labelled
 from transferkit.data.preprocess import Augmentation
+from transferkit.errors import UserError
 from transferkit.io.bundle import load_bundle
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
@@ -88,3 +90,20 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
 
 def test_auto_is_a_strategy_name() -> None:
     assert TrainConfig(strategy="auto").strategy == "auto" and TINY_CONFIG.strategy == "finetune"
+
+
+@pytest.mark.slow
+def test_backbone_auto_trains_the_candidate_rank_puts_first(photo_data: Path, tmp_path: Path) -> None:
+    from transferkit.features.engine import cache_dir
+    from transferkit.selection.rank import LAYERS, available_candidates, rank
+
+    cfg = TrainConfig(backbone="auto", strategy="extract", probe_epochs=5, val_split=0.25)
+    train(photo_data, tmp_path / "run", cfg)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    best = rank(load_labelled(photo_data), available_candidates(None, LAYERS), cache_dir() / "rank",
+                Runtime.detect())[0].candidate  # the caches are there now: this only scores again
+    assert (meta["train_config"]["backbone"], meta["train_config"]["layer"]) == (best.backbone, best.layer)
+    assert meta["backbone"]["name"] == best.backbone
+    assert f"backbone auto chose {best}" in (tmp_path / "run" / "train.log").read_text()
+    with pytest.raises(UserError, match="drop --weights and --layer"):
+        train(photo_data, tmp_path / "again", TrainConfig(backbone="auto", layer="mid"))

@@ -19,8 +19,8 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option", "TrainConfig",
-           "check_field", "number", "option", "shown", "text", "whole", "whole_or_all"]
+__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option",
+           "TrainConfig", "check_field", "number", "option", "shown", "text", "whole", "whole_or_all"]
 
 # The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
 # unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
@@ -31,6 +31,7 @@ LR_SPREAD = 10.0
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
 STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto")
+AUTO_BACKBONE = "auto"  # --backbone auto: the candidate `transferkit rank` puts first
 
 
 class ConfigError(UserError):
@@ -137,7 +138,8 @@ class TrainConfig:
     `extract` strategy instead trains the head for `probe_epochs` epochs on cached features (and `views`
     augmented views of each training image, computed once)."""
 
-    backbone: str = option(DEFAULT_BACKBONE, "pretrained network, one of `transferkit models`",
+    backbone: str = option(DEFAULT_BACKBONE, "pretrained network, one of `transferkit models`, or auto (the backbone "
+                                             "and layer `transferkit rank` puts first for the data)",
                            lambda v: isinstance(v, str) and bool(v), "a backbone name")
     weights: str | None = option(
         None, "weights file (.safetensors or .pth state dict), or 'random' (default: the backbone's pretrained "

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from transferkit._version import __version__
 from transferkit.backbones.registry import get_backbone
 from transferkit.data.files import LabelledFiles, Sample, check_trainable
 from transferkit.data.split import ImageData, load_images, stratified_split
+from transferkit.errors import UserError
 from transferkit.evaluation.calibration import fit_temperature, rescale
 from transferkit.evaluation.metrics import Metrics, compute_metrics
 from transferkit.evaluation.predict import Scored, evaluate, score
@@ -39,7 +41,7 @@ from transferkit.model import HeadConfig, TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.auto import train_auto
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar
-from transferkit.training.config import STRATEGY_NAMES, TrainConfig
+from transferkit.training.config import AUTO_BACKBONE, STRATEGY_NAMES, TrainConfig
 from transferkit.training.head_fit import fit_head
 from transferkit.training.learner import Learner
 from transferkit.training.loop import Callback, EpochResult, Stage
@@ -221,8 +223,29 @@ def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[s
               resume, Path(features) if features is not None else None, time.perf_counter())
     distributed.start(run.runtime)
     if not run.runtime.is_main:  # the other processes of a torchrun job compute; rank 0 writes and talks
-        return STRATEGIES[cfg.strategy](run)
+        return STRATEGIES[cfg.strategy](_with_backbone(run))
     with log_to_file(run.out / LOG_FILE):
         details().info(f"=== transferkit {__version__} train {run.source} --out {run.out}, "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-        return STRATEGIES[cfg.strategy](run)
+        return STRATEGIES[cfg.strategy](_with_backbone(run))
+
+
+def _with_backbone(run: Run) -> Run:
+    """`--backbone auto`: the (backbone, layer) that `transferkit rank` puts first for this data (LogME over every
+    backbone whose weights are on this machine, at each depth); any other name as given."""
+    if run.cfg.backbone != AUTO_BACKBONE:
+        return run
+    from transferkit.features.engine import cache_dir
+    from transferkit.selection.rank import LAYERS, available_candidates, rank
+
+    if run.cfg.weights is not None or run.cfg.layer is not None:
+        raise UserError("--backbone auto chooses the backbone and its layer among the pretrained weights on this "
+                        "machine: drop --weights and --layer, or name a backbone")
+    candidates = available_candidates(None, LAYERS)
+    log.info(f"backbone auto: ranking {len(candidates)} candidates (backbone x layer) by LogME on the frozen "
+             f"features")
+    ranked = rank(run.files(), candidates, cache_dir() / "rank", run.runtime)
+    best = ranked[0].candidate
+    log.info(f"backbone auto chose {best} (LogME {ranked[0].scores['logme']:.4f}; next: "
+             + ", ".join(f"{r.candidate} {r.scores['logme']:.4f}" for r in ranked[1:4]) + ")")
+    return replace(run, cfg=replace(run.cfg, backbone=best.backbone, layer=best.layer))
