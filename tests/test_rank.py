@@ -15,7 +15,7 @@ from transferkit.cli.main import main
 from transferkit.data.files import load_labelled
 from transferkit.errors import UserError
 from transferkit.runtime import Runtime
-from transferkit.selection.rank import Candidate, _scored_rows, available_candidates, features_folder, rank
+from transferkit.selection.rank import Candidate, available_candidates, features_folder, rank, stratified_rows
 
 
 def test_default_candidates_are_the_backbones_whose_weights_are_here() -> None:
@@ -31,9 +31,9 @@ def test_named_backbones_are_resolved_by_alias_and_unknown_ones_refused() -> Non
         available_candidates(["resnet5000"], ["deep"])
 
 
-def test_scored_rows_keep_every_class_in_proportion() -> None:
+def teststratified_rows_keep_every_class_in_proportion() -> None:
     labels = np.array([0] * 900 + [1] * 100)
-    rows = _scored_rows(labels, 100, seed=0)
+    rows = stratified_rows(labels, 100, seed=0)
     assert len(rows) == 100 and np.all(np.diff(rows) > 0)
     assert np.bincount(labels[rows]).tolist() == [90, 10]
 

@@ -25,7 +25,8 @@ from transferkit.errors import UserError
 from transferkit.runtime import Runtime
 from transferkit.selection.scores import knn_accuracy, logme, probe_accuracy
 
-__all__ = ["DEFAULT_SCORE", "LAYERS", "SCORES", "Candidate", "Ranked", "available_candidates", "rank"]
+__all__ = ["DEFAULT_SCORE", "LAYERS", "SCORES", "Candidate", "Ranked", "available_candidates", "rank",
+           "stratified_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,13 @@ def available_candidates(backbones: Sequence[str] | None, layers: Sequence[str])
     return [Candidate(name, layer) for name in dict.fromkeys(names) for layer in layers]
 
 
-def _scored_rows(labels: np.ndarray, most: int, seed: int) -> np.ndarray:
-    """Up to `most` rows, the same share of each class, in their original order."""
+def stratified_rows(labels: np.ndarray, most: int, seed: int, per_class: int = 1) -> np.ndarray:
+    """Up to `most` rows (all when there are fewer), the same share of each class but at least `per_class` of
+    each, seeded, in their original order."""
     if len(labels) <= most:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(1, round(most * np.mean(labels == c)))]
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(per_class, round(most * np.mean(labels == c)))]
             for c in np.unique(labels)]
     return np.sort(np.concatenate(keep))
 
@@ -106,7 +108,7 @@ def rank(files: LabelledFiles, candidates: Sequence[Candidate], features_root: P
         if not cache.paths:
             raise UserError(f"none of the {len(files.samples)} images in {files.source} could be read")
         seconds = {"features": time.perf_counter() - started}
-        rows = _scored_rows(cache.labels, MAX_SCORED, seed)
+        rows = stratified_rows(cache.labels, MAX_SCORED, seed)
         features, labels = np.asarray(cache.features[rows], dtype=np.float64), cache.labels[rows]
         values = {}
         for name in scores:

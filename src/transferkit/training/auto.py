@@ -36,6 +36,7 @@ from transferkit.io.atomic import atomic_write_bytes, atomic_write_text
 from transferkit.io.names import META_FILE, WEIGHTS_FILE
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
+from transferkit.selection.rank import stratified_rows
 from transferkit.selection.scores import probe_accuracy_with_views
 from transferkit.training.run import Run, TrainResult
 
@@ -66,16 +67,6 @@ class FlipTest:
                 "images": self.images, "keep_flip": self.keep}
 
 
-def _sample(labels: np.ndarray, most: int, seed: int) -> np.ndarray:
-    """At most `most` rows, the same share of each class, seeded; all rows when there are fewer."""
-    if len(labels) <= most:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(2, round(most * np.mean(labels == c)))]
-            for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep))
-
-
 @torch.inference_mode()
 def _mirror_features(backbone: Backbone, paths: Sequence[Path], runtime: Runtime) -> np.ndarray:
     """Pooled features of each image's mirror image (the eval crop, flipped left to right)."""
@@ -98,7 +89,7 @@ def flip_test(run: Run, backbone: Backbone, folder: Path) -> FlipTest:
     """Does adding mirror images to training help or hurt a probe on these features? (cross-validated)"""
     cfg = run.cfg
     cache = extract_features(run.files(), backbone, folder, 0, Augmentation(), cfg.seed, run.runtime)
-    rows = _sample(cache.labels, FLIP_MOST, cfg.seed)
+    rows = stratified_rows(cache.labels, FLIP_MOST, cfg.seed, per_class=2)  # 2: a fold needs both
     mirrored = _mirror_features(backbone, [cache.paths[i] for i in rows], run.runtime)
     without, with_flip = probe_accuracy_with_views(np.asarray(cache.features[rows]), mirrored, cache.labels[rows],
                                                    seed=cfg.seed)
