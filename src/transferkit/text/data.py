@@ -63,8 +63,7 @@ class LabelledTexts:
         return len(self.texts)
 
     def counts(self) -> dict[str, int]:
-        per_label = np.bincount(self.labels, minlength=len(self.classes)) if len(self.labels) else [0] * len(
-            self.classes)
+        per_label = np.bincount(self.labels.astype(np.int64), minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, per_label)}
 
     def subset(self, indices: list[int] | np.ndarray) -> LabelledTexts:
