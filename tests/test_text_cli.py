@@ -120,6 +120,7 @@ def test_unusable_text_data_is_one_line_exit_2(content: str, flags: tuple[str, .
     (("--backbone", "resnet50"), "argument --backbone: is for images, and"),
     (("--max-tokens", "1"), "argument --max-tokens: must be 2 or more, got 1"),
     (("--encoder", ""), "argument --encoder: must be a text encoder name"),
+    (("--resume",), "argument --resume: is for the image strategies"),
 ])
 def test_bad_flags_for_texts_are_one_line_exit_2(flags: tuple[str, ...], message: str, corpus: Path,
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
