@@ -24,7 +24,16 @@ from transferkit.training.config import TrainConfig
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TextTrainResult:
     root = tmp_path_factory.mktemp("train")
     data = write_csv(root / "mail.csv", spam=[*SPAM, SPAM[0]], ham=[*HAM, SPAM[1]])  # a duplicate and a leak
-    return train_text(data, root / "run", TrainConfig(strategy="extract", probe_epochs=40, seed=1))
+    test = write_csv(root / "test.csv", spam=["Claim your FREE gift card now, limited offer!!!"],
+                     ham=["Are we still on for the code review at 2pm?"], bad=True)
+    return train_text(data, root / "run", TrainConfig(strategy="extract", probe_epochs=40, seed=1), test=test)
+
+
+def test_test_data_is_evaluated_and_recorded(trained: TextTrainResult) -> None:
+    assert trained.test_metrics is not None and trained.test_metrics.count == 2
+    meta = json.loads((trained.run_dir / "model.json").read_text())
+    assert meta["metrics"]["test"]["count"] == 2
+    assert "skipped (test)" in (trained.run_dir / "train.log").read_text()
 
 
 def test_repeats_are_left_out_before_the_split(trained: TextTrainResult) -> None:
