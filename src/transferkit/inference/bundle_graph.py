@@ -73,9 +73,9 @@ def _onnxruntime_version() -> str:
     return str(onnxruntime.__version__)
 
 
-def cached_classifier(path: str | os.PathLike[str]) -> Graph:
+def cached_classifier(path: str | os.PathLike[str], spin: bool = True) -> Graph:
     """The run's checked graph from the cache, with no torch import; `classifier` None (and why) when absent,
-    stale or damaged."""
+    stale or damaged. `spin`: see `session.cpu_session`."""
     try:
         entry_path = _entry_path(bundle_digest(path))
         if not entry_path.is_file():
@@ -89,7 +89,7 @@ def cached_classifier(path: str | os.PathLike[str]) -> Graph:
         if not graph.is_file() or sha256_file(graph) != entry["graph_sha256"]:
             return Graph(None, "the cached graph is missing or changed since it was checked")
         meta = {str(k): str(v) for k, v in entry["meta"].items()}
-        classifier = OnnxClassifier(cpu_session(graph), json.loads(meta["classes"]), meta, Path(path))
+        classifier = OnnxClassifier(cpu_session(graph, spin=spin), json.loads(meta["classes"]), meta, Path(path))
         expected = np.asarray(entry["reference"], dtype=np.float32)
         worst = float(np.abs(classifier.predict(_reference_images(classifier.input_size)) - expected).max())
     except Exception as exc:  # an unreadable cache is no cache: the slow path rebuilds it
@@ -99,7 +99,7 @@ def cached_classifier(path: str | os.PathLike[str]) -> Graph:
     return Graph(classifier, f"ONNX Runtime, the cached graph (matches PyTorch's recorded answers to {worst:.1e})")
 
 
-def graph_classifier(path: str | os.PathLike[str]) -> Graph:
+def graph_classifier(path: str | os.PathLike[str], spin: bool = True) -> Graph:
     """Load the run with PyTorch, have the runner make and check its graph, and record it for `cached_classifier`.
     `classifier` is None (the runner's reason in `note`) when the graph cannot be used."""
     import torch
@@ -124,5 +124,5 @@ def graph_classifier(path: str | os.PathLike[str]) -> Graph:
         atomic_write_text(_entry_path(bundle_digest(path)), json.dumps(entry, indent=1) + "\n")
     except OSError as exc:  # a read-only cache still serves; it only starts slowly next time
         log.warning(f"could not record the checked graph in the cache ({exc}); the next start loads PyTorch again")
-    session = runner.classifier.session
+    session = runner.classifier.session if spin else cpu_session(runner.graph, spin=False)
     return Graph(OnnxClassifier(session, model.class_names, meta, Path(path)), runner.note)

@@ -58,14 +58,18 @@ def default_threads() -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
 
 
-def cpu_session(path: Path | bytes, threads: int | None = None) -> Any:
-    """An ONNX Runtime session on the CPU with every graph optimisation on (`threads`: `default_threads()`)."""
+def cpu_session(path: Path | bytes, threads: int | None = None, spin: bool = True) -> Any:
+    """An ONNX Runtime session on the CPU with every graph optimisation on (`threads`: `default_threads()`).
+    `spin=False` stops its threads from busy-waiting between calls: for a server, whose decoding and HTTP
+    threads need those cores (ONNX Runtime spins by default, which suits a process that only runs the model)."""
     import onnxruntime  # optional at import time: a missing runtime means PyTorch
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = path if isinstance(path, bytes) else str(path)
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
@@ -87,13 +91,14 @@ class OnnxClassifier:
                                if PREPROCESSING in self.meta else None)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], threads: int | None = None) -> OnnxClassifier:
-        """A file written by `transferkit export` (its classes and preprocessing are in its metadata)."""
+    def load(cls, path: str | os.PathLike[str], threads: int | None = None, spin: bool = True) -> OnnxClassifier:
+        """A file written by `transferkit export` (its classes and preprocessing are in its metadata); `spin`: see
+        `cpu_session`."""
         from transferkit.errors import UserError
 
         path = Path(path)
         try:
-            session = cpu_session(path, threads)
+            session = cpu_session(path, threads, spin)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"cannot load {path} with ONNX Runtime ({str(exc).splitlines()[0]}): the file is "
                             f"damaged or not an ONNX model; pass a file written by `transferkit export`") from None

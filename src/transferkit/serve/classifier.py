@@ -24,6 +24,7 @@ from transferkit.inference.session import OnnxClassifier
 __all__ = ["ENGINES", "Classifier", "check_model_path", "gpu_visible", "load_classifier"]
 
 ENGINES = ("auto", "onnx", "torch")
+SPIN = False  # ONNX Runtime's threads do not busy-wait between batches: the decoding and HTTP threads need the cores
 
 
 class Classifier(Protocol):
@@ -82,7 +83,7 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
             raise UserError(f"{path} is an ONNX file, which only ONNX Runtime runs: drop --engine torch, or serve "
                             f"the run folder it was exported from")
         say("engine: ONNX Runtime (an exported file)")
-        return OnnxClassifier.load(path)
+        return OnnxClassifier.load(path, spin=SPIN)
     if engine == "auto" and gpu_visible():
         engine, why = "torch", "a GPU is present"
     else:
@@ -90,10 +91,10 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
     if engine != "torch":
         from transferkit.inference.bundle_graph import cached_classifier, graph_classifier
 
-        found = cached_classifier(path)
+        found = cached_classifier(path, SPIN)
         if found.classifier is None:
             say(f"{found.note}: loading the run with PyTorch to make and check it")
-            found = graph_classifier(path)
+            found = graph_classifier(path, SPIN)
         if found.classifier is not None:
             say(f"engine: {found.note}")
             return found.classifier
