@@ -255,14 +255,16 @@ def _check_paths(args: argparse.Namespace) -> None:
         check(args.data)
     if args.command == "train" and args.test is not None:
         check(args.test)
+    text_model = args.command == "export" and bundle_modality(args.run) == "text"
     for given in (getattr(args, "check", None), getattr(args, "calibrate", None)) if args.command == "export" else ():
         if given is not None and not given.exists():
-            raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
-
-    model = args.run if args.command == "export" else getattr(args, "model", None) if args.command == "serve" else None
-    if model is not None and bundle_modality(model) == "text":
-        raise UserError(f"{model} is a text model: `transferkit evaluate`, `predict` and `report` read it; "
-                        f"`{args.command}` reads image models only so far")
+            raise UserError(f"texts not found: {given} — pass a CSV or JSON Lines file, or a file of texts one per "
+                            f"line" if text_model else
+                            f"images not found: {given} — pass a folder of images (or one image file)")
+    if text_model and (args.int8 or args.calibrate is not None):
+        raise UserError(f"{args.run} is a text model: --int8 and --calibrate quantize image models only; drop them")
+    if args.command == "serve" and bundle_modality(args.model) == "text":
+        raise UserError(f"{args.model} is a text model: `transferkit serve` reads image models only so far")
     if args.command == "serve":
         from transferkit.serve.classifier import check_model_path
 
