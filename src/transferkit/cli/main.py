@@ -263,8 +263,6 @@ def _check_paths(args: argparse.Namespace) -> None:
                             f"images not found: {given} — pass a folder of images (or one image file)")
     if text_model and (args.int8 or args.calibrate is not None):
         raise UserError(f"{args.run} is a text model: --int8 and --calibrate quantize image models only; drop them")
-    if args.command == "serve" and bundle_modality(args.model) == "text":
-        raise UserError(f"{args.model} is a text model: `transferkit serve` reads image models only so far")
     if args.command == "serve":
         from transferkit.serve.classifier import check_model_path
 

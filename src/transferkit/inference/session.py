@@ -24,7 +24,7 @@ from transferkit._version import __version__
 from transferkit.data.pixels import crop_pixels
 from transferkit.data.preprocess import Preprocessing
 
-__all__ = ["CLASSES", "PREPROCESSING", "OnnxClassifier", "cpu_session", "default_threads", "metadata"]
+__all__ = ["CLASSES", "PREPROCESSING", "OnnxClassifier", "cpu_session", "default_threads", "metadata", "open_graph"]
 
 CLASSES, PREPROCESSING, BUNDLE_SHA256, VERSION, BACKBONE = (
     "classes", "preprocessing", "bundle_sha256", "transferkit_version", "backbone")
@@ -67,6 +67,18 @@ def cpu_session(path: Path | bytes, threads: int | None = None) -> Any:
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+def open_graph(path: str | os.PathLike[str], threads: int | None = None) -> tuple[Any, dict[str, str]]:
+    """An ONNX file's CPU session and its metadata; a one-line `UserError` if ONNX Runtime cannot load it."""
+    from transferkit.errors import UserError
+
+    try:
+        session = cpu_session(Path(path), threads)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(f"cannot load {path} with ONNX Runtime ({str(exc).splitlines()[0]}): the file is "
+                        f"damaged or not an ONNX model; pass a file written by `transferkit export`") from None
+    return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
 class OnnxClassifier:
     """`predict(images)` → probabilities; `classes` names the columns; `meta` is the graph's metadata (see
     `metadata`; empty for a bare graph); `preprocess(bytes)` makes an input picture as `transferkit predict` does."""
@@ -86,15 +98,14 @@ class OnnxClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike[str], threads: int | None = None) -> OnnxClassifier:
         """A file written by `transferkit export` (its classes and preprocessing are in its metadata)."""
+        return cls.from_graph(path, *open_graph(path, threads))
+
+    @classmethod
+    def from_graph(cls, path: str | os.PathLike[str], session: Any, meta: dict[str, str]) -> OnnxClassifier:
+        """The image graph at `path` whose session and metadata `open_graph` read."""
         from transferkit.errors import UserError
 
         path = Path(path)
-        try:
-            session = cpu_session(path, threads)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"cannot load {path} with ONNX Runtime ({str(exc).splitlines()[0]}): the file is "
-                            f"damaged or not an ONNX model; pass a file written by `transferkit export`") from None
-        meta = dict(session.get_modelmeta().custom_metadata_map)
         try:
             classifier = cls(session, [str(c) for c in json.loads(meta[CLASSES])], meta, path)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

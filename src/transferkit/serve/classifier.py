@@ -7,21 +7,27 @@ cache without importing torch, `inference.bundle_graph`). On a GPU, when asked (
 graph cannot be used, a run is served by PyTorch (`torch_classifier`). Both preprocess as `transferkit predict`
 does (the safe decoder, then its resize and centre crop, `data.pixels`), stopping at uint8 pixels; normalisation
 happens batched inside `predict`.
+
+A text model is a `TextClassifier`: texts are tokenised (cut at the window, as `predict` does) into token id rows,
+and `predict` pads each batch of rows to its own longest. An exported text `.onnx` file is served by ONNX Runtime
+and `tokenizers` (`inference.text_session`), a text run by PyTorch (`torch_text_classifier`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from transferkit.errors import UserError
-from transferkit.inference.session import OnnxClassifier
+from transferkit.inference.session import OnnxClassifier, open_graph
+from transferkit.io.modality import bundle_modality
 
-__all__ = ["ENGINES", "Classifier", "check_model_path", "gpu_visible", "load_classifier"]
+__all__ = ["ENGINES", "AnyClassifier", "Classifier", "TextClassifier", "check_model_path", "gpu_visible",
+           "load_classifier"]
 
 ENGINES = ("auto", "onnx", "torch")
 
@@ -45,6 +51,29 @@ class Classifier(Protocol):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, input_size, input_size, 3) pictures to float (N, classes) probabilities."""
+
+
+class TextClassifier(Protocol):
+    """A loaded text classifier as the server sees it."""
+
+    modality: str  # "text"
+    max_tokens: int  # where texts are cut
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of `predict`'s columns."""
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /info` shows: modality "text", classes, encoder, preprocessing, versions, the bundle's sha256."""
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:
+        """Each text's int64 token ids, cut at the window as `transferkit predict` cuts them, and whether it was cut."""
+
+    def predict(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Token id rows (of any lengths) to float (N, classes) probabilities."""
+
+
+AnyClassifier = Classifier | TextClassifier
 
 
 def check_model_path(path: str | os.PathLike[str]) -> Path:
@@ -71,7 +100,7 @@ def gpu_visible() -> bool:
 
 
 def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
-                    say: Callable[[str], None] = lambda message: None) -> Classifier:
+                    say: Callable[[str], None] = lambda message: None) -> AnyClassifier:
     """The classifier of an .onnx file, a run folder or a checkpoint; `say` is told which engine runs it and why.
     `engine`: auto (ONNX Runtime, but PyTorch for a run on a machine with a GPU), onnx, or torch (runs only)."""
     if engine not in ENGINES:
@@ -81,8 +110,16 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
         if engine == "torch":
             raise UserError(f"{path} is an ONNX file, which only ONNX Runtime runs: drop --engine torch, or serve "
                             f"the run folder it was exported from")
+        session, meta = open_graph(path)
+        if meta.get("modality") == "text":
+            from transferkit.inference.text_session import OnnxTextClassifier
+
+            say("engine: ONNX Runtime and tokenizers (an exported text model)")
+            return OnnxTextClassifier.load(path, session, meta)
         say("engine: ONNX Runtime (an exported file)")
-        return OnnxClassifier.load(path)
+        return OnnxClassifier.from_graph(path, session, meta)
+    if bundle_modality(path) == "text":
+        return _load_text_run(path, engine, say)
     if engine == "auto" and gpu_visible():
         engine, why = "torch", "a GPU is present"
     else:
@@ -102,4 +139,17 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
 
     classifier = TorchClassifier.load(path)
     say(f"engine: PyTorch on {classifier.runtime.device.type} ({why})")
+    return classifier
+
+
+def _load_text_run(path: Path, engine: str, say: Callable[[str], None]) -> TextClassifier:
+    """A text run is served by PyTorch (its ONNX graph is what `transferkit export` writes, then served as a file)."""
+    if engine == "onnx":
+        raise UserError(f"{path} is a text run, served by PyTorch: drop --engine onnx, or export it with "
+                        f"`transferkit export {path} --out model.onnx` and serve model.onnx")
+    from transferkit.serve.torch_text_classifier import TorchTextClassifier
+
+    classifier = TorchTextClassifier.load(path)
+    say(f"engine: PyTorch on {classifier.runtime.device.type} (a text run; serve its exported .onnx file for "
+        f"ONNX Runtime)")
     return classifier
