@@ -208,12 +208,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--top", type=argparse_type(_top_k), default=5)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("export", help="the model as one ONNX file (uint8 images in, probabilities out), checked "
-                                      "against PyTorch before it is written")
+    p = sub.add_parser("export", help="the model as one ONNX file (uint8 images, or a text model's token ids, in; "
+                                      "probabilities out), checked against PyTorch before it is written")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the ONNX file to write, such as model.onnx")
     p.add_argument("--check", type=Path, default=None,
-                   help="images to check it on (default: the run's validation images, if they still exist)")
+                   help="images to check it on (default: the run's validation images, if they still exist); for "
+                        "a text model, a CSV or JSON Lines file or a file of texts, one per line")
     p.add_argument("--int8", action="store_true",
                    help="also write OUT's stem + .int8.onnx, statically quantized, if it agrees with the float file "
                         "on 99%% of the check images and is 1.3x as fast here")
