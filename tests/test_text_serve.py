@@ -40,8 +40,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def _client(model: Path, settings: ServeSettings = ServeSettings(max_files=4)) -> Iterator[TestClient]:
-    with TestClient(create_app(lambda: load_classifier(model), settings)) as client:
+def _client(model: Path, settings: ServeSettings = ServeSettings(max_files=4), engine: str = "auto"
+            ) -> Iterator[TestClient]:
+    with TestClient(create_app(lambda: load_classifier(model, engine), settings)) as client:
         for _ in range(600):
             if client.get("/health").status_code == 200:
                 break
@@ -54,16 +55,22 @@ def _predicted(run: Path, texts: list[str], capsys: pytest.CaptureFixture[str]) 
     return list(json.loads(capsys.readouterr().out))
 
 
-@pytest.mark.parametrize("which", ["onnx", "run"])
-def test_predict_gives_the_json_of_predict(which: str, models: tuple[Path, Path],
+@pytest.mark.parametrize(("which", "engine"), [("onnx", "auto"), ("run", "auto"), ("run", "torch")])
+def test_predict_gives_the_json_of_predict(which: str, engine: str, models: tuple[Path, Path],
                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An exported file and a run (its graph exported into the cache once; PyTorch when asked) answer alike."""
     run, onnx = models
     expected = _predicted(run, CHECK[:4], capsys)
-    with _client(onnx if which == "onnx" else run) as client:
+    with _client(onnx if which == "onnx" else run, engine=engine) as client:
         info = client.get("/info").json()
         response = client.post("/predict", json={"texts": CHECK[:4]})
     assert info["modality"] == "text" and info["classes"] == ["ham", "spam"] and info["max_tokens"] == 256
-    assert info["engine"] == ("onnxruntime" if which == "onnx" else "pytorch") and "input_size" not in info
+    assert info["engine"] == ("pytorch" if engine == "torch" else "onnxruntime") and "input_size" not in info
+    assert info["model"] == str(onnx if which == "onnx" else run)
+    if which == "run" and engine == "auto":
+        from transferkit.inference.text_graph import cached_text_graph
+
+        assert cached_text_graph(run) is not None  # the next start needs no torch
     assert response.status_code == 200
     body = response.json()
     assert [b["text"] for b in body] == CHECK[:4]  # the long text comes back whole; the model read its window

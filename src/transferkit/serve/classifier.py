@@ -143,13 +143,29 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
 
 
 def _load_text_run(path: Path, engine: str, say: Callable[[str], None]) -> TextClassifier:
-    """A text run is served by PyTorch (its ONNX graph is what `transferkit export` writes, then served as a file)."""
-    if engine == "onnx":
-        raise UserError(f"{path} is a text run, served by PyTorch: drop --engine onnx, or export it with "
-                        f"`transferkit export {path} --out model.onnx` and serve model.onnx")
+    """A text run on ONNX Runtime (its exported graph, made and checked once, then found in the cache without
+    torch), or on PyTorch where a GPU is present, when asked, or when the graph cannot be used."""
+    if engine == "auto" and gpu_visible():
+        engine, why = "torch", "a GPU is present"
+    else:
+        why = "asked for"
+    if engine != "torch":
+        from transferkit.inference.text_graph import cached_text_graph, text_graph
+
+        found = cached_text_graph(path)
+        if found is None:
+            say("no checked ONNX graph of this text run in the cache yet: exporting and checking it (once)")
+            try:
+                found = text_graph(path)
+            except Exception as exc:  # the graph cannot be used: PyTorch serves, and says why
+                if engine == "onnx":
+                    raise
+                why = f"its ONNX graph could not be used: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if found is not None:
+            say("engine: ONNX Runtime and tokenizers (the run's checked graph, cached)")
+            return found
     from transferkit.serve.torch_text_classifier import TorchTextClassifier
 
     classifier = TorchTextClassifier.load(path)
-    say(f"engine: PyTorch on {classifier.runtime.device.type} (a text run; serve its exported .onnx file for "
-        f"ONNX Runtime)")
+    say(f"engine: PyTorch on {classifier.runtime.device.type} ({why})")
     return classifier
