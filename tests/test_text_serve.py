@@ -1,6 +1,7 @@
 """`transferkit serve` on a text model: the app in-process over an exported .onnx (ONNX Runtime + tokenizers) and
-over the run folder (PyTorch), good and bad requests, dynamic batching of token rows of different lengths, and
-the page's text box in headless Chromium (skipped where Chromium or Playwright is absent)."""
+over the run folder (its graph exported into the cache once; PyTorch when asked), good and bad requests, dynamic
+batching of token rows of different lengths, and the page's text box in headless Chromium (skipped where Chromium
+or Playwright is absent)."""
 
 from __future__ import annotations
 

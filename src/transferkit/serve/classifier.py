@@ -10,7 +10,9 @@ happens batched inside `predict`.
 
 A text model is a `TextClassifier`: texts are tokenised (cut at the window, as `predict` does) into token id rows,
 and `predict` pads each batch of rows to its own longest. An exported text `.onnx` file is served by ONNX Runtime
-and `tokenizers` (`inference.text_session`), a text run by PyTorch (`torch_text_classifier`).
+and `tokenizers` (`inference.text_session`), and so is a text run on a CPU (its graph exported and checked once,
+then cached, `inference.text_graph`); on a GPU or when asked, a text run is served by PyTorch
+(`torch_text_classifier`).
 """
 
 from __future__ import annotations
