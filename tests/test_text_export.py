@@ -94,6 +94,9 @@ def test_without_check_the_runs_data_then_fixed_sentences(exported: tuple[Path, 
     meta = json.loads((exported[0] / "model.json").read_text())
     texts, said = check_texts(meta, None)
     assert "mail.csv" in said and len(texts) > 20 and texts[-1] == CHECK_SENTENCES[-1]
+    unlabelled = exported[2].with_name("unlabelled.csv")
+    unlabelled.write_text("text\nhello there\nWIN a prize now\n", encoding="utf-8")
+    assert check_texts(meta, unlabelled)[0] == ["hello there", "WIN a prize now"]  # --check needs no labels
     texts, said = check_texts({**meta, "data": {"source": "/gone/mail.csv"}}, None)
     assert texts == list(CHECK_SENTENCES) and "fixed sentences" in said
 

@@ -153,16 +153,14 @@ def _graph(model: TextModel) -> bytes:
 
 
 def check_texts(meta: dict[str, Any], given: str | os.PathLike[str] | None) -> tuple[list[str], str]:
-    """Texts for the parity check and a phrase saying what they are: from `given` (labelled data, or a file of
-    texts one per line), else the bundle's data if it still exists, else `CHECK_SENTENCES`."""
+    """Texts for the parity check and a phrase saying what they are: from `given` (a CSV or JSON Lines file with a
+    text column, a file of texts one per line, or a folder of class folders), else the bundle's data if it still
+    exists, else `CHECK_SENTENCES`."""
     from transferkit.text.data import read_texts, read_unlabelled
 
     if given is not None:
         given = Path(given)
-        if given.is_dir() or given.suffix.lower() in (".csv", ".jsonl"):
-            texts = read_texts(given).texts
-        else:
-            texts = read_unlabelled(given)[0]
+        texts = read_texts(given).texts if given.is_dir() else read_unlabelled(given)[0]  # a label is not needed
         if not texts:
             raise UserError(f"no usable text in {given}: pass a CSV or JSON Lines file, or a file of texts")
         return _spread(texts), f"{len(_spread(texts))} texts from {given}"
