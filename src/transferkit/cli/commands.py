@@ -257,7 +257,11 @@ def _classify(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from transferkit.inference.export import export_onnx
+    from transferkit.io.modality import bundle_modality
 
+    if bundle_modality(args.run) == "text":
+        text_commands.export_text(args)
+        return
     done = export_onnx(args.run, args.out, args.check, args.int8, args.calibrate)
     print(f"checked against PyTorch (the path `transferkit predict` uses) on {done.checked_on}:")
     for f in done.parity:

@@ -208,12 +208,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--top", type=argparse_type(_top_k), default=5)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("export", help="the model as one ONNX file (uint8 images in, probabilities out), checked "
-                                      "against PyTorch before it is written")
+    p = sub.add_parser("export", help="the model as one ONNX file (uint8 images, or a text model's token ids, in; "
+                                      "probabilities out), checked against PyTorch before it is written")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the ONNX file to write, such as model.onnx")
     p.add_argument("--check", type=Path, default=None,
-                   help="images to check it on (default: the run's validation images, if they still exist)")
+                   help="images to check it on (default: the run's validation images, if they still exist); for "
+                        "a text model, a CSV or JSON Lines file or a file of texts, one per line")
     p.add_argument("--int8", action="store_true",
                    help="also write OUT's stem + .int8.onnx, statically quantized, if it agrees with the float file "
                         "on 99%% of the check images and is 1.3x as fast here")
@@ -255,14 +256,14 @@ def _check_paths(args: argparse.Namespace) -> None:
         check(args.data)
     if args.command == "train" and args.test is not None:
         check(args.test)
+    text_model = args.command == "export" and bundle_modality(args.run) == "text"
     for given in (getattr(args, "check", None), getattr(args, "calibrate", None)) if args.command == "export" else ():
         if given is not None and not given.exists():
-            raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
-
-    model = args.run if args.command == "export" else getattr(args, "model", None) if args.command == "serve" else None
-    if model is not None and bundle_modality(model) == "text":
-        raise UserError(f"{model} is a text model: `transferkit evaluate`, `predict` and `report` read it; "
-                        f"`{args.command}` reads image models only so far")
+            raise UserError(f"texts not found: {given} — pass a CSV or JSON Lines file, or a file of texts one per "
+                            f"line" if text_model else
+                            f"images not found: {given} — pass a folder of images (or one image file)")
+    if text_model and (args.int8 or args.calibrate is not None):
+        raise UserError(f"{args.run} is a text model: --int8 and --calibrate quantize image models only; drop them")
     if args.command == "serve":
         from transferkit.serve.classifier import check_model_path
 

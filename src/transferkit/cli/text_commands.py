@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from transferkit.text.config import TextConfig
     from transferkit.text.data import BadRow, LabelledTexts
 
-__all__ = ["evaluate_text", "extract_text", "predict_text", "print_encoders", "report_text", "train_text_command"]
+__all__ = ["evaluate_text", "export_text", "extract_text", "predict_text", "print_encoders", "report_text",
+           "train_text_command"]
 
 _SHOWN_CHARS = 80  # of a text, in the plain-text output of predict
 
@@ -132,6 +133,18 @@ def predict_text(args: argparse.Namespace, runtime: Runtime) -> None:
     for p in predictions:
         ranked = ", ".join(f"{r['label']} {float(r['probability']):.3f}" for r in p.predictions)
         print(f"{_shown(p.text)}: {ranked}")
+
+
+def export_text(args: argparse.Namespace) -> None:
+    """The text model as one ONNX file (token ids in, probabilities out) and its tokenizer beside it."""
+    from transferkit.text.export import export_text_onnx
+
+    done = export_text_onnx(args.run, args.out, args.check)
+    print(f"checked against PyTorch (the path `transferkit predict` uses) on {done.checked_on}:")
+    for f in done.parity:
+        print(f"  batch {f.batch_size}: max |Δprobability| {f.max_difference:.1e}, top-1 agreement "
+              f"{100 * f.top1_agreement:.1f}%")
+    print(f"wrote {done.path} ({done.size_bytes / 1e6:.1f} MB) and its tokenizer {done.tokenizer}")
 
 
 def print_encoders(as_json: bool) -> None:

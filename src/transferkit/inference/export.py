@@ -23,6 +23,7 @@ from transferkit.data.images import BadImage, load_image
 from transferkit.data.preprocess import Preprocessing
 from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
+from transferkit.inference.checked import CHECK_BATCHES, Parity, describe_parity, parity_at, with_metadata
 from transferkit.inference.graph import PARITY_TOLERANCE, Probabilities, export_graph, graph_path
 from transferkit.inference.quantize import Int8Result, quantize_int8
 from transferkit.inference.runner import make_runner
@@ -35,21 +36,7 @@ __all__ = ["CHECK_BATCHES", "CHECK_IMAGES", "Export", "Parity", "export_onnx", "
 
 log = logging.getLogger(__name__)
 
-CHECK_BATCHES = (1, 3, 8)  # batch sizes every exported file is checked at
 CHECK_IMAGES = 64  # at most this many check images (spread evenly over what is given)
-
-
-@dataclass(frozen=True)
-class Parity:
-    """ONNX Runtime against PyTorch on the check images, run `batch_size` at a time."""
-
-    batch_size: int
-    max_difference: float  # largest |Δ probability|
-    top1_agreement: float  # fraction of images with the same most probable class
-
-    @property
-    def ok(self) -> bool:
-        return self.max_difference <= PARITY_TOLERANCE and self.top1_agreement == 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +66,7 @@ def export_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], check:
     path = graph_path(module, p.input_size)
     if not path.is_file():
         export_graph(module, p.input_size, path)
-    data = _with_metadata(path.read_bytes(), metadata(bundle.meta, p))
+    data = with_metadata(path.read_bytes(), metadata(bundle.meta, p))
     images, checked_on = check_images(bundle.meta, p, check)
     reference = make_runner(model, p, Runtime(torch.device("cpu")), prefer="torch")(
         torch.from_numpy(images).permute(0, 3, 1, 2))
@@ -87,7 +74,7 @@ def export_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], check:
     figures = [_parity(classifier, images, reference, size) for size in CHECK_BATCHES]
     bad = [f for f in figures if not f.ok]
     if bad:
-        raise UserError(f"the ONNX graph of {run} does not match PyTorch on {checked_on} ({_describe(bad)}; "
+        raise UserError(f"the ONNX graph of {run} does not match PyTorch on {checked_on} ({describe_parity(bad)}; "
                         f"limits {PARITY_TOLERANCE:g}, 100%): not written; report this with the bundle's backbone")
     atomic_write_bytes(out, data)
     log.debug(f"exported {run} to {out}")
@@ -98,25 +85,9 @@ def export_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], check:
     return Export(out, out.stat().st_size, checked_on, len(images), figures, quantized)
 
 
-def _describe(figures: list[Parity]) -> str:
-    return "; ".join(f"batch {f.batch_size}: max |Δp| {f.max_difference:.2g}, top-1 agreement "
-                     f"{100 * f.top1_agreement:.1f}%" for f in figures)
-
-
-def _with_metadata(graph: bytes, props: dict[str, str]) -> bytes:
-    import onnx
-
-    proto = onnx.load_model_from_string(graph)
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    return bytes(proto.SerializeToString())
-
-
 def _parity(classifier: OnnxClassifier, images: np.ndarray, reference: np.ndarray, batch_size: int) -> Parity:
     ours = np.concatenate([classifier.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    agree = float(np.mean(ours.argmax(axis=1) == reference.argmax(axis=1)))
-    return Parity(batch_size, float(np.abs(ours - reference).max()), agree)
+    return parity_at(batch_size, ours, reference)
 
 
 def check_images(meta: dict[str, Any], p: Preprocessing,

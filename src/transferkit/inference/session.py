@@ -25,7 +25,7 @@ from transferkit.data.pixels import crop_pixels
 from transferkit.data.preprocess import Preprocessing
 
 __all__ = ["CLASSES", "PARITY_TOLERANCE", "PREPROCESSING", "OnnxClassifier", "cpu_session", "default_threads",
-           "metadata"]
+           "metadata", "open_graph"]
 
 PARITY_TOLERANCE = 1e-4  # max absolute difference of a probability, ONNX Runtime vs PyTorch
 
@@ -74,6 +74,20 @@ def cpu_session(path: Path | bytes, threads: int | None = None, spin: bool = Tru
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+def open_graph(path: str | os.PathLike[str], threads: int | None = None,
+               spin: bool = True) -> tuple[Any, dict[str, str]]:
+    """An ONNX file's CPU session (`spin`: see `cpu_session`) and its metadata; a one-line `UserError` if ONNX
+    Runtime cannot load it."""
+    from transferkit.errors import UserError
+
+    try:
+        session = cpu_session(Path(path), threads, spin)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(f"cannot load {path} with ONNX Runtime ({str(exc).splitlines()[0]}): the file is "
+                        f"damaged or not an ONNX model; pass a file written by `transferkit export`") from None
+    return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
 class OnnxClassifier:
     """`predict(images)` → probabilities; `classes` names the columns; `meta` is the graph's metadata (see
     `metadata`; empty for a bare graph); `preprocess(bytes)` makes an input picture as `transferkit predict` does."""
@@ -94,15 +108,14 @@ class OnnxClassifier:
     def load(cls, path: str | os.PathLike[str], threads: int | None = None, spin: bool = True) -> OnnxClassifier:
         """A file written by `transferkit export` (its classes and preprocessing are in its metadata); `spin`: see
         `cpu_session`."""
+        return cls.from_graph(path, *open_graph(path, threads, spin))
+
+    @classmethod
+    def from_graph(cls, path: str | os.PathLike[str], session: Any, meta: dict[str, str]) -> OnnxClassifier:
+        """The image graph at `path` whose session and metadata `open_graph` read."""
         from transferkit.errors import UserError
 
         path = Path(path)
-        try:
-            session = cpu_session(path, threads, spin)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"cannot load {path} with ONNX Runtime ({str(exc).splitlines()[0]}): the file is "
-                            f"damaged or not an ONNX model; pass a file written by `transferkit export`") from None
-        meta = dict(session.get_modelmeta().custom_metadata_map)
         try:
             classifier = cls(session, [str(c) for c in json.loads(meta[CLASSES])], meta, path)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

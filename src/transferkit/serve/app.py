@@ -1,6 +1,7 @@
 """The HTTP server: a FastAPI app over any `Classifier`.
 
-`GET /` the page, `POST /predict` images to top-k classes (the JSON of `transferkit predict --json`),
+`GET /` the page, `POST /predict` images (or, for a text model, JSON `{"texts": [...]}`) to top-k classes (the
+JSON of `transferkit predict --json`),
 `GET /health` (200 once the model is loaded and warmed up, 503 before), `GET /info`, `GET /metrics`.
 
 The model loads in a thread after the server starts, so /health can say "not yet" instead of the port being
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -30,10 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from transferkit.data.images import BadImage
 from transferkit.serve.batcher import Batcher
-from transferkit.serve.classifier import Classifier
+from transferkit.serve.classifier import AnyClassifier, Classifier, TextClassifier
 from transferkit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from transferkit.serve.page import PAGE_HEADERS, page_html
 from transferkit.serve.settings import ServeSettings
+from transferkit.serve.texts import read_texts_request
 from transferkit.serve.uploads import Refused, read_uploads
 
 __all__ = ["create_app", "ranked"]
@@ -52,7 +55,7 @@ def ranked(probs: np.ndarray, classes: Sequence[str], k: int) -> list[dict[str, 
 
 @dataclass
 class _State:
-    classifier: Classifier | None = None
+    classifier: AnyClassifier | None = None
     batcher: Batcher | None = None
     ready: bool = False
     error: str | None = None
@@ -87,7 +90,21 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers) if headers else None)
 
 
-def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = None,
+def _is_text(classifier: AnyClassifier) -> bool:
+    return getattr(classifier, "modality", "image") == "text"
+
+
+async def _warm_up(classifier: AnyClassifier, batcher: Batcher) -> None:
+    """One input through the serving path, so the first request does not pay for the runtime's first call."""
+    if _is_text(classifier):
+        rows, _ = cast(TextClassifier, classifier).tokenize(["warming up"])
+        await batcher.submit(rows[0])
+    else:
+        size = cast(Classifier, classifier).input_size
+        await batcher.submit(np.zeros((size, size, 3), dtype=np.uint8))
+
+
+def create_app(load: Callable[[], AnyClassifier], settings: ServeSettings | None = None,
                on_load_failed: Callable[[BaseException], None] | None = None) -> FastAPI:
     """The app. `load` runs in a thread once the server is up; if it raises, /health stays 503 with the reason
     and `on_load_failed` is told (the command line then stops the server with that one-line error)."""
@@ -98,10 +115,10 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
     async def start() -> None:
         try:
             classifier = await asyncio.to_thread(load)
-            batcher = Batcher(classifier.predict, settings.max_batch, settings.max_wait, metrics.record_batch)
+            batcher = Batcher(classifier.predict, settings.max_batch, settings.max_wait, metrics.record_batch,
+                              collate=list if _is_text(classifier) else np.stack)
             batcher.start()
-            size = classifier.input_size
-            await batcher.submit(np.zeros((size, size, 3), dtype=np.uint8))  # warm-up, on the serving path
+            await _warm_up(classifier, batcher)
         except Exception as exc:
             state.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if on_load_failed is None:
@@ -137,7 +154,7 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
             raise Refused(401, "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
                           "unauthorized")
 
-    def ready() -> tuple[Classifier, Batcher]:
+    def ready() -> tuple[AnyClassifier, Batcher]:
         if not state.ready or state.classifier is None or state.batcher is None:
             raise Refused(503, f"the model is not ready ({state.error or 'loading'})", "not_ready")
         return state.classifier, state.batcher
@@ -180,7 +197,11 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
         classifier, _ = ready()
         limits = {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                   "max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files, "top": settings.top}
-        return JSONResponse({**classifier.info(), "input_size": classifier.input_size, "server": limits})
+        if _is_text(classifier):
+            size = {"modality": "text", "max_tokens": cast(TextClassifier, classifier).max_tokens}
+        else:
+            size = {"modality": "image", "input_size": cast(Classifier, classifier).input_size}
+        return JSONResponse({**classifier.info(), **size, "server": limits})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -192,6 +213,9 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
         authorise(request)
         classifier, batcher = ready()
         k = _top(request.query_params.get("top"), settings.top)
+        if _is_text(classifier):
+            return await predict_texts(request, cast(TextClassifier, classifier), batcher, k)
+        classifier = cast(Classifier, classifier)
         uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files)
         loop = asyncio.get_running_loop()
         with batcher.coming(len(uploads)):
@@ -208,6 +232,19 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
         classes = classifier.classes
         return JSONResponse([{"path": name, "predictions": ranked(row, classes, k)}
                              for (name, _), row in zip(uploads, rows)])
+
+    async def predict_texts(request: Request, classifier: TextClassifier, batcher: Batcher, k: int
+                            ) -> JSONResponse:
+        """The texts' top-k classes, as `transferkit predict --json` gives them for texts; a text over the window
+        is cut there, as `predict` cuts it."""
+        texts = await read_texts_request(request, settings.max_upload_bytes, settings.max_files)
+        loop = asyncio.get_running_loop()
+        with batcher.coming(len(texts)):
+            rows, _ = await loop.run_in_executor(decoders, classifier.tokenize, texts)
+        probs = await batcher.submit_all(rows)
+        classes = classifier.classes
+        return JSONResponse([{"text": text, "origin": f"text {i + 1}", "predictions": ranked(row, classes, k)}
+                             for i, (text, row) in enumerate(zip(texts, probs))])
 
     if settings.cors:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors), allow_methods=["GET", "POST"],

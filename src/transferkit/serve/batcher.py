@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,15 +34,17 @@ class _Waiting:
 
 
 class Batcher:
-    """`await batcher.submit(pixels)` gives that picture's row of `predict(batch)`. `on_batch(size, seconds)` is
-    told about every batch that ran (for the metrics)."""
+    """`await batcher.submit(pixels)` gives that picture's row of `predict(collate(batch))`. `on_batch(size,
+    seconds)` is told about every batch that ran (for the metrics). `collate` makes one input of the waiting items:
+    `np.stack` for pictures of one size, `list` for token id rows that the model pads per batch."""
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait: float,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, predict: Callable[[Any], np.ndarray], max_batch: int, max_wait: float,
+                 on_batch: Callable[[int, float], None] | None = None,
+                 collate: Callable[[list[np.ndarray]], Any] = np.stack) -> None:
         if max_batch < 1 or max_wait < 0:
             raise ValueError(f"max_batch must be 1 or more and max_wait 0 or more, got {max_batch} and {max_wait}")
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
-        self.on_batch = on_batch
+        self.on_batch, self.collate = on_batch, collate
         self._waiting: deque[_Waiting] = deque()
         self._coming = 0  # pictures being decoded that will be submitted soon
         self._arrived: asyncio.Event | None = None
@@ -114,7 +117,7 @@ class Batcher:
     async def _run(self, batch: list[_Waiting]) -> None:
         started = time.perf_counter()
         try:
-            pixels = np.stack([item.pixels for item in batch])
+            pixels = self.collate([item.pixels for item in batch])
             probs = await asyncio.get_running_loop().run_in_executor(self._executor, self.predict, pixels)
         except Exception as exc:  # the model failed: these requests fail (500), the server goes on
             log.exception("inference failed for a batch of %d", len(batch))

@@ -7,21 +7,29 @@ cache without importing torch, `inference.bundle_graph`). On a GPU, when asked (
 graph cannot be used, a run is served by PyTorch (`torch_classifier`). Both preprocess as `transferkit predict`
 does (the safe decoder, then its resize and centre crop, `data.pixels`), stopping at uint8 pixels; normalisation
 happens batched inside `predict`.
+
+A text model is a `TextClassifier`: texts are tokenised (cut at the window, as `predict` does) into token id rows,
+and `predict` pads each batch of rows to its own longest. An exported text `.onnx` file is served by ONNX Runtime
+and `tokenizers` (`inference.text_session`), and so is a text run on a CPU (its graph exported and checked once,
+then cached, `inference.text_graph`); on a GPU or when asked, a text run is served by PyTorch
+(`torch_text_classifier`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from transferkit.errors import UserError
-from transferkit.inference.session import OnnxClassifier
+from transferkit.inference.session import OnnxClassifier, open_graph
+from transferkit.io.modality import bundle_modality
 
-__all__ = ["ENGINES", "Classifier", "check_model_path", "gpu_visible", "load_classifier"]
+__all__ = ["ENGINES", "AnyClassifier", "Classifier", "TextClassifier", "check_model_path", "gpu_visible",
+           "load_classifier"]
 
 ENGINES = ("auto", "onnx", "torch")
 SPIN = False  # ONNX Runtime's threads do not busy-wait between batches: the decoding and HTTP threads need the cores
@@ -48,6 +56,29 @@ class Classifier(Protocol):
         """uint8 (N, input_size, input_size, 3) pictures to float (N, classes) probabilities."""
 
 
+class TextClassifier(Protocol):
+    """A loaded text classifier as the server sees it."""
+
+    modality: str  # "text"
+    max_tokens: int  # where texts are cut
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of `predict`'s columns."""
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /info` shows: modality "text", classes, encoder, preprocessing, versions, the bundle's sha256."""
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:
+        """Each text's int64 token ids, cut at the window as `transferkit predict` cuts them, and whether it was cut."""
+
+    def predict(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Token id rows (of any lengths) to float (N, classes) probabilities."""
+
+
+AnyClassifier = Classifier | TextClassifier
+
+
 def check_model_path(path: str | os.PathLike[str]) -> Path:
     """A run folder, a checkpoint.safetensors or an .onnx file that exists: checked before anything heavy loads."""
     path = Path(path)
@@ -72,7 +103,7 @@ def gpu_visible() -> bool:
 
 
 def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
-                    say: Callable[[str], None] = lambda message: None) -> Classifier:
+                    say: Callable[[str], None] = lambda message: None) -> AnyClassifier:
     """The classifier of an .onnx file, a run folder or a checkpoint; `say` is told which engine runs it and why.
     `engine`: auto (ONNX Runtime, but PyTorch for a run on a machine with a GPU), onnx, or torch (runs only)."""
     if engine not in ENGINES:
@@ -82,8 +113,16 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
         if engine == "torch":
             raise UserError(f"{path} is an ONNX file, which only ONNX Runtime runs: drop --engine torch, or serve "
                             f"the run folder it was exported from")
+        session, meta = open_graph(path, spin=SPIN)
+        if meta.get("modality") == "text":
+            from transferkit.inference.text_session import OnnxTextClassifier
+
+            say("engine: ONNX Runtime and tokenizers (an exported text model)")
+            return OnnxTextClassifier.load(path, session, meta)
         say("engine: ONNX Runtime (an exported file)")
-        return OnnxClassifier.load(path, spin=SPIN)
+        return OnnxClassifier.from_graph(path, session, meta)
+    if bundle_modality(path) == "text":
+        return _load_text_run(path, engine, say)
     if engine == "auto" and gpu_visible():
         engine, why = "torch", "a GPU is present"
     else:
@@ -102,5 +141,34 @@ def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
     from transferkit.serve.torch_classifier import TorchClassifier
 
     classifier = TorchClassifier.load(path)
+    say(f"engine: PyTorch on {classifier.runtime.device.type} ({why})")
+    return classifier
+
+
+def _load_text_run(path: Path, engine: str, say: Callable[[str], None]) -> TextClassifier:
+    """A text run on ONNX Runtime (its exported graph, made and checked once, then found in the cache without
+    torch), or on PyTorch where a GPU is present, when asked, or when the graph cannot be used."""
+    if engine == "auto" and gpu_visible():
+        engine, why = "torch", "a GPU is present"
+    else:
+        why = "asked for"
+    if engine != "torch":
+        from transferkit.inference.text_graph import cached_text_graph, text_graph
+
+        found = cached_text_graph(path)
+        if found is None:
+            say("no checked ONNX graph of this text run in the cache yet: exporting and checking it (once)")
+            try:
+                found = text_graph(path)
+            except Exception as exc:  # the graph cannot be used: PyTorch serves, and says why
+                if engine == "onnx":
+                    raise
+                why = f"its ONNX graph could not be used: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if found is not None:
+            say("engine: ONNX Runtime and tokenizers (the run's checked graph, cached)")
+            return found
+    from transferkit.serve.torch_text_classifier import TorchTextClassifier
+
+    classifier = TorchTextClassifier.load(path)
     say(f"engine: PyTorch on {classifier.runtime.device.type} ({why})")
     return classifier

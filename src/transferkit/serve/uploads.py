@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-__all__ = ["RAW_BODY_NAME", "Refused", "read_uploads"]
+__all__ = ["RAW_BODY_NAME", "Refused", "read_body", "read_uploads"]
 
 RAW_BODY_NAME = "-"  # the "path" of an image sent as the raw request body
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^\s;]+))', re.IGNORECASE)
@@ -34,13 +34,14 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
     if media != "multipart/form-data" and not media.startswith("image/"):
         raise Refused(415, f"unsupported content type {media or '(none)'!r}: send multipart/form-data with 'file' "
                            f"fields, or one image as the body with Content-Type image/*", "unsupported_type")
-    body = await _read_body(request, max_bytes)
+    body = await read_body(request, max_bytes)
     if media.startswith("image/"):
         return [(RAW_BODY_NAME, body)]
     return await _multipart_files(request.headers, body, max_files)
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) past `max_bytes` before it is all read."""
     too_large = Refused(413, f"request body over the {max_bytes / 2**20:g} MiB limit (--max-upload-mb)",
                         "too_large")
     declared = request.headers.get("content-length", "")
