@@ -24,16 +24,12 @@ from PIL import Image
 from safetensors.torch import save, save_file
 
 from transferkit.backbones.registry import get_backbone
-from transferkit.backbones.weights import (
-    _HUB_RETRY_LOGGER,
-    PROBE_TIMEOUT_S,
-    _quiet_hub_retries,
-    _reachable,
-    build_network,
-    weight_sources,
-    weights_available,
-)
+from transferkit.backbones.weights import build_network, weight_sources, weights_available
 from transferkit.errors import UserError
+from transferkit.io.network import HUB_RETRY_LOGGER as _HUB_RETRY_LOGGER
+from transferkit.io.network import PROBE_TIMEOUT_S
+from transferkit.io.network import quiet_hub_retries as _quiet_hub_retries
+from transferkit.io.network import reachable as _reachable
 
 
 @pytest.fixture(scope="module")

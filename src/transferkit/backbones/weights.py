@@ -12,15 +12,8 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
-import logging
 import pickle
-import socket
 import sys
-import threading
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +28,13 @@ from torch import nn
 from transferkit.backbones.spec import BackboneSpec
 from transferkit.errors import UserError
 from transferkit.io.hashing import sha256_file
+from transferkit.io.network import connect_target as _connect_target
+from transferkit.io.network import quiet_hub_retries as _quiet_hub_retries
+from transferkit.io.network import reachable as _reachable
 
 __all__ = ["WeightsInfo", "build_network", "weight_sources", "weights_available"]
 
 RANDOM = "random"
-PROBE_TIMEOUT_S = 1.5  # the one connect that tells online from offline before a download
-_HUB_RETRY_LOGGER = "huggingface_hub.utils._http"  # logs each of the hub's five retries
 
 
 @dataclass(frozen=True)
@@ -105,60 +99,6 @@ def _missing_weights_message(spec: BackboneSpec, reason: str) -> str:
     ways.append("pass --weights PATH (a safetensors or state-dict file)")
     return (f"pretrained weights for {spec.name} are missing ({reason}): {'; or '.join(ways)}; "
             f"or pass --weights random to train from scratch")
-
-
-def _connect_target(url: str) -> tuple[str, int]:
-    """The host and port a download of `url` opens first: the proxy's when one is configured for it."""
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection towards `url` opens within `timeout` seconds.
-
-    Why: offline, the hub retries five times with backoff (~30 s, a log line each) before it gives up, and
-    urllib can wait minutes on a route that drops packets; one bounded connect answers at once. It runs in a
-    daemon thread because the name look-up (getaddrinfo) takes no timeout of its own."""
-    address = _connect_target(url)
-    answer: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection(address, timeout=timeout).close()
-            answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    thread = threading.Thread(target=connect, name="transferkit-reachable", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return answer == [True]
-
-
-class _ThisThreadOnly(logging.Filter):
-    """Drops the records one thread logs, so that quieting a download leaves other threads' logs alone."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.thread
-
-
-@contextmanager
-def _quiet_hub_retries() -> Iterator[None]:
-    """Hide the hub's per-retry warnings during our download: a failure ends in our one line that says why."""
-    logger, quiet = logging.getLogger(_HUB_RETRY_LOGGER), _ThisThreadOnly()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
 
 
 def _download(spec: BackboneSpec, kind: str, location: str) -> Path:
