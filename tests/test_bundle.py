@@ -138,9 +138,13 @@ def test_a_bundle_of_another_modality_is_refused_in_one_line(trained_run: TrainR
     run_copy = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_copy)
     meta = json.loads((run_copy / META_FILE).read_text())
+    meta["preprocessing"]["kind"] = "audio"
+    (run_copy / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="modality 'audio'"):
+        load_bundle(run_copy)
     meta["preprocessing"]["kind"] = "text"
     (run_copy / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="modality 'text'"):
+    with pytest.raises(UserError, match="is a text model: `transferkit evaluate`, `predict` and `report` read it"):
         load_bundle(run_copy)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from itertools import zip_longest
 from pathlib import Path
 
 SPAM = [
@@ -48,8 +49,8 @@ BAD_CSV_LINES: list[tuple[bytes, str]] = [
 
 def write_csv(path: Path, bad: bool = False, spam: list[str] | None = None, ham: list[str] | None = None) -> Path:
     """`text,label` rows of the corpus (interleaved), and with `bad` the bad-row corpus after them."""
-    pairs = zip([(t, "spam") for t in spam or SPAM], [(t, "ham") for t in ham or HAM])
-    rows = [row for pair in pairs for row in pair]  # interleaved, as a real export would mix them
+    pairs = zip_longest([(t, "spam") for t in spam or SPAM], [(t, "ham") for t in ham or HAM])
+    rows = [row for pair in pairs for row in pair if row is not None]  # interleaved, as a real export mixes them
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])

@@ -11,9 +11,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transferkit.cli import text_commands
 from transferkit.errors import UserError
 from transferkit.training.config import TrainConfig
 
@@ -237,8 +239,13 @@ def _predict(args: argparse.Namespace) -> None:
     from transferkit.evaluation.predict import expand_image_paths, predict
     from transferkit.io.bundle import load_bundle
 
+    if args.file is not None:
+        raise UserError(f"--file is for text models, and {args.run} is an image model: pass the images or folders "
+                        f"as arguments")
+    if not args.inputs:
+        raise UserError("no image to classify: pass image files or folders after the run folder")
     model = load_bundle(args.run).model
-    _print_predictions(predict(model, expand_image_paths(args.images), args.top, _runtime()), args.json)
+    _print_predictions(predict(model, expand_image_paths(args.inputs), args.top, _runtime()), args.json)
 
 
 def _classify(args: argparse.Namespace) -> None:
@@ -311,9 +318,23 @@ def _serve(args: argparse.Namespace) -> None:
         raise failures[0]
 
 
+_TEXT_COMMANDS: dict[str, Callable[[argparse.Namespace, Runtime], None] | None] = {
+    "train": None,  # takes the checked TrainConfig too
+    "extract": text_commands.extract_text, "evaluate": text_commands.evaluate_text,
+    "predict": text_commands.predict_text, "report": text_commands.report_text}
+
+
 def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     """Run the parsed command (`config`: train's checked options); exit code 0 (errors are exceptions)."""
-    if args.command == "train":
+    if args.modality == "text" and args.command in _TEXT_COMMANDS:
+        if args.command == "train":
+            assert config is not None
+            text_commands.train_text_command(args, config, _runtime())
+        else:
+            command = _TEXT_COMMANDS[args.command]
+            assert command is not None
+            command(args, _runtime())
+    elif args.command == "train":
         assert config is not None
         _train(args, config)
     elif args.command == "extract":
@@ -329,7 +350,7 @@ def run(args: argparse.Namespace, config: TrainConfig | None) -> int:
     elif args.command == "export":
         _export(args)
     elif args.command == "models":
-        _print_models(args.json)
+        text_commands.print_encoders(args.json) if args.list_text else _print_models(args.json)
     elif args.command == "classify":
         _classify(args)
     elif args.command == "serve":

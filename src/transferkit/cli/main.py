@@ -25,13 +25,23 @@ from transferkit.cli.crashlog import report_internal_error
 from transferkit.data.files import check_data_path
 from transferkit.errors import UserError
 from transferkit.features.source import ENGINES
+from transferkit.io.modality import bundle_modality
 from transferkit.io.names import CHECKPOINT_FILE
-from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check_field, number, shown, whole
+from transferkit.text.config import MODALITIES, TEXT_OPTIONS, TextConfig, check_text_field
+from transferkit.text.data import check_text_path, detect_modality
+from transferkit.training.config import OPTIONS, ConfigError, Option, TrainConfig, check_field, number, shown, whole
 
 __all__ = ["main"]
 
 # flags of other commands that mean what train's do: generated and checked from the same field metadata
 SHARED_FIELDS = {"extract": ("backbone", "weights", "layer", "views", "seed"), "classify": ("backbone", "weights")}
+# the `TextConfig` flags of each command that reads texts (a trained model knows its encoder and window)
+TEXT_FIELDS = {"train": tuple(TEXT_OPTIONS), "extract": tuple(TEXT_OPTIONS),
+               "evaluate": ("text_column", "label_column", "replace_invalid_utf8"),
+               "report": ("text_column", "label_column", "replace_invalid_utf8"),
+               "predict": ("text_column", "replace_invalid_utf8")}
+IMAGE_ONLY = ("backbone", "weights", "layer", "views")  # train/extract flags that mean nothing for texts
+DEFAULT_NOTES = {"strategy": "finetune for images, extract for texts"}  # defaults that depend on the modality
 
 
 def flag(name: str) -> str:
@@ -122,15 +132,31 @@ def _iterations(text: str) -> int:
 def _add_config_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
     """One flag per `TrainConfig` field in `names`, with the field's default and help (its range is checked by
     `TrainConfig`, not here)."""
-    defaults = TrainConfig()
+    _add_flags(p, OPTIONS, TrainConfig(), names)
+
+
+def _add_flags(p: argparse.ArgumentParser, options: dict[str, Option], defaults: Any, names: Sequence[str]) -> None:
+    """One flag per field of a config dataclass (`TrainConfig`, `TextConfig`) in `names`. A default that depends
+    on the modality (`DEFAULT_NOTES`) is None here and chosen once the modality is known."""
     for name in names:
-        opt, default = OPTIONS[name], getattr(defaults, name)
+        opt, default = options[name], getattr(defaults, name)
         if opt.parse is None:  # an on/off switch
             p.add_argument(flag(name), action="store_true", help=opt.help)
             continue
-        help = opt.help if default is None else f"{opt.help} (default {default})"
+        if name in DEFAULT_NOTES:
+            default, help = None, f"{opt.help} (default {DEFAULT_NOTES[name]})"
+        else:
+            help = opt.help if default is None else f"{opt.help} (default {default})"
         p.add_argument(flag(name), type=_argparse_type(opt.parse), default=default, metavar=opt.metavar,
                        help=help)
+
+
+def _add_text_flags(p: argparse.ArgumentParser, command: str, modality: bool = True) -> None:
+    if modality:
+        p.add_argument("--modality", choices=MODALITIES, default="auto",
+                       help="auto (default): text for a CSV with a text column, a JSON Lines file or a folder of "
+                            ".txt files; images otherwise")
+    _add_flags(p, TEXT_OPTIONS, TextConfig(), TEXT_FIELDS[command])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,7 +171,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a classifier on a class-per-folder directory or a CSV manifest")
+    p = sub.add_parser("train", help="train a classifier on images (a class-per-folder directory or a CSV manifest) "
+                                     "or texts (a CSV or JSON Lines file, or folders of .txt files)")
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="run folder for the model bundle and log")
     p.add_argument("--resume", action="store_true",
@@ -157,11 +184,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--report", action="store_true",
                    help="write RUN/report.html: curves, confusion matrix, mistakes, calibration (on --test data "
                         "when given, else on the validation split)")
+    _add_text_flags(p, "train")
 
-    p = sub.add_parser("extract", help="run the frozen base once over DATA and cache its pooled features")
+    p = sub.add_parser("extract", help="run the frozen base (or text encoder) once over DATA and cache its pooled "
+                                       "features")
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cache folder (reused and updated by later runs)")
     _add_config_flags(p, SHARED_FIELDS["extract"])
+    _add_text_flags(p, "extract")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
 
@@ -192,18 +222,25 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--json", action="store_true")
+    _add_text_flags(p, "evaluate", modality=False)
 
     p = sub.add_parser("report", help="one HTML file to look at: curves, confusion matrix, worst mistakes, "
                                       "calibration, warnings (and metrics.json beside it)")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the HTML file to write, such as RUN/report.html")
+    _add_text_flags(p, "report", modality=False)
 
-    p = sub.add_parser("predict", help="top-k classes of a trained model for images or folders")
+    p = sub.add_parser("predict", help="top-k classes of a trained model for images or folders, or for texts")
     p.add_argument("run", type=Path)
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_TEXT",
+                   help="image files or folders (an image model), or texts (a text model)")
+    p.add_argument("--file", type=Path, default=None,
+                   help="a text model: read the texts from this file (one per line, or a CSV/JSON Lines file with "
+                        "a text column)")
     p.add_argument("--top", type=_argparse_type(_top_k), default=3)
     p.add_argument("--json", action="store_true")
+    _add_text_flags(p, "predict", modality=False)
 
     p = sub.add_parser("classify", help="ImageNet classes from the pretrained backbone, no training")
     p.add_argument("images", type=Path, nargs="+")
@@ -226,19 +263,59 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     p = sub.add_parser("models", help="list the backbones: size, input, where their weights come from")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--text", action="store_true", dest="list_text", help="list the text encoders instead")
 
     p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample; test accuracy and an HTML report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     return parser, dict(sub.choices)
 
 
+def _resolve_modality(args: argparse.Namespace) -> str:
+    """"image" or "text" for this command: as asked (`--modality`), else told by the data (or by the saved model
+    for the commands that read one). Cheap: a CSV's header, a folder listing, a bundle's JSON."""
+    if args.command in ("evaluate", "report", "predict"):
+        return bundle_modality(args.run)
+    if args.command in ("train", "extract"):
+        if args.modality != "auto":
+            return str(args.modality)
+        return detect_modality(args.data, args.text_column)
+    return "image"
+
+
+def _text_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> TextConfig | None:
+    """The text flags as a `TextConfig` when the command works on texts (each value checked by its field's
+    metadata; a value it refuses is argparse's one-line error); image-only flags given for texts, or text flags
+    given for images, are refused the same way."""
+    names = TEXT_FIELDS.get(args.command, ())
+    if args.modality != "text":
+        given = [n for n in names if getattr(args, n) != getattr(TextConfig(), n)]
+        if given and args.command in ("train", "extract"):
+            command.error(f"argument {flag(given[0])}: is for texts, and {args.data} holds images (pass "
+                          f"--modality text if it holds texts)")
+        return None
+    if args.command in ("train", "extract"):
+        for name in IMAGE_ONLY:
+            if name in vars(args) and getattr(args, name) != getattr(TrainConfig(), name):
+                other = " (choose a text encoder with --encoder)" if name in ("backbone", "weights") else ""
+                command.error(f"argument {flag(name)}: is for images, and {args.data} holds texts{other}")
+    try:
+        for name in names:
+            check_text_field(name, getattr(args, name))
+    except ConfigError as exc:
+        command.error(f"argument {flag(exc.name)}: must be {exc.expected}, got {shown(exc.value)}")
+    return TextConfig(**{name: getattr(args, name) for name in names})
+
+
 def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> TrainConfig | None:
     """`train`'s flags as a `TrainConfig` (None for other commands, whose shared flags are checked alone), every
     value checked by `TrainConfig`'s field metadata; a value it refuses is argparse's one-line error (exit 2)
-    naming the flag."""
+    naming the flag. A default that depends on the modality (`DEFAULT_NOTES`) is chosen here."""
     try:
         if args.command in ("train", "lr-find"):
-            return TrainConfig(**{name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag})
+            values = {name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag}
+            if values["strategy"] is None:
+                values["strategy"] = "extract" if args.modality == "text" else TrainConfig().strategy
+            return TrainConfig(**values)
         for name in SHARED_FIELDS.get(args.command, ()):
             check_field(name, getattr(args, name))
         return None
@@ -247,12 +324,13 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """The labelled data a command reads exists and is a folder or a CSV manifest: said in one line now,
-    before a heavy library is imported."""
+    """The labelled data a command reads exists and is a folder or a CSV manifest (images), or a folder, CSV or
+    JSON Lines file (texts): said in one line now, before a heavy library is imported."""
+    check = check_text_path if args.modality == "text" else check_data_path
     if args.command in ("train", "extract", "evaluate", "report", "rank", "lr-find"):
-        check_data_path(args.data)
+        check(args.data)
     if args.command == "train" and args.test is not None:
-        check_data_path(args.test)
+        check(args.test)
     for given in (getattr(args, "check", None), getattr(args, "calibrate", None)) if args.command == "export" else ():
         if given is not None and not given.exists():
             raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
@@ -304,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, command_parsers = _parser()
     args = parser.parse_args(argv)
+    args.modality = _resolve_modality(args)
+    args.text_config = _text_options(args, command_parsers[args.command])
     config = _checked_options(args, command_parsers[args.command])
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py

@@ -66,7 +66,7 @@ def render_html(report: ReportData, title: str) -> str:
         + (f"<ul>{warnings}</ul>" if warnings else "<p class='ok'>none</p>") + "</section>",
         f"<section id='summary'><h2>Accuracy</h2><p class='headline'>{m.accuracy:.1%} "
         f"<span class='ci'>95% interval {lo:.1%} – {hi:.1%}</span></p>"
-        f"<p>on {m.count} images of {_e(report.evaluated_on)}; macro F1 {m.macro_f1:.3f}; expected calibration "
+        f"<p>on {m.count} {report.unit} of {_e(report.evaluated_on)}; macro F1 {m.macro_f1:.3f}; expected calibration "
         f"error {report.calibration.ece:.3f}. The interval (Wilson) is where the true accuracy on images like "
         f"these lies, 19 times in 20: two models whose intervals overlap widely are not shown to differ.</p>"
         "</section>",
@@ -193,6 +193,8 @@ def _thumbnail(path: str) -> str:
 def _gallery(report: ReportData) -> str:
     if not report.mistakes:
         return "<p class='ok'>no mistakes on this data</p>"
+    if report.mistakes[0].text is not None:
+        return _text_mistakes(report)
     cards = "".join(
         f"<figure class='mistake'>{_thumbnail(m.path)}<figcaption><b>true</b> {_e(m.true)}<br>"
         f"<b>predicted</b> {_e(m.predicted)} ({m.probability:.2f})<br><span title='{_e(m.path)}'>"
@@ -201,6 +203,24 @@ def _gallery(report: ReportData) -> str:
     return (f"<p>The {len(report.mistakes)} wrong predictions (of {total}) the model was surest of, with the "
             f"probability it gave the wrong class. Look for mislabelled files and classes that look alike.</p>"
             f"<div class='gallery'>{cards}</div>")
+
+
+def _text_mistakes(report: ReportData) -> str:
+    """A text model's mistakes as a table: the text (escaped, long ones cut), where it came from, true and
+    predicted class."""
+    rows = "".join(
+        f"<tr><td class='text'>{_e(_cut(m.text or ''))}</td><td>{_e(m.true)}</td><td>{_e(m.predicted)} "
+        f"({m.probability:.2f})</td><td class='origin'>{_e(m.path)}</td></tr>" for m in report.mistakes)
+    total = report.metrics.count - int(np.trace(np.array(report.metrics.confusion_matrix)))
+    return (f"<p>The {len(report.mistakes)} wrong predictions (of {total}) the model was surest of, with the "
+            f"probability it gave the wrong class. Look for mislabelled texts and classes that read alike.</p>"
+            f"<table class='mistakes'><tr><th>text</th><th>true</th><th>predicted</th><th>from</th></tr>{rows}"
+            f"</table>")
+
+
+def _cut(text: str, chars: int = 600) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= chars else flat[:chars - 1] + "…"
 
 
 def _per_class_table(report: ReportData) -> str:
@@ -230,5 +250,7 @@ img { max-width: 100%; }
 .mistake { margin: 0; width: 150px; font-size: .8em; }
 .mistake img { width: 128px; height: 128px; object-fit: contain; background: #f4f4f4; display: block; }
 .mistake span { color: #777; word-break: break-all; }
+table.mistakes td.text { max-width: 640px; white-space: pre-wrap; }
+table.mistakes td.origin { color: #777; font-size: .8em; word-break: break-all; }
 .missing { width: 128px; height: 128px; background: #eee; color: #999; display: flex; align-items: center; }
 """

@@ -51,10 +51,11 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     )
 
 
-def format_metrics(m: Metrics) -> str:
-    """A readable table: overall figures, per-class precision/recall/F1/support, then the confusion matrix."""
+def format_metrics(m: Metrics, unit: str = "images") -> str:
+    """A readable table: overall figures, per-class precision/recall/F1/support, then the confusion matrix
+    (`unit` names what was counted: images, texts)."""
     width = max(10, *(len(n) for n in m.class_names))
-    lines = [f"accuracy {m.accuracy:.4f}   macro F1 {m.macro_f1:.4f}   images {m.count}", "",
+    lines = [f"accuracy {m.accuracy:.4f}   macro F1 {m.macro_f1:.4f}   {unit} {m.count}", "",
              f"{'class':<{width}}  precision  recall     f1  support"]
     for name, figures in m.per_class.items():
         lines.append(f"{name:<{width}}  {figures['precision']:9.3f}  {figures['recall']:6.3f}  "

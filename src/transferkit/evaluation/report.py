@@ -54,11 +54,12 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Mistake:
-    path: str
+    path: str  # the file, or for a text where it came from ("FILE line N")
     true: str
     predicted: str
     probability: float  # of the predicted class
     true_probability: float
+    text: str | None = None  # the text itself, for a text model
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ReportData:
     skipped: list[str]  # files of the evaluated data that could not be read
     temperature: float = 1.0  # the bundle's calibration temperature (1: none)
     uncalibrated: Calibration | None = None  # the same probabilities before temperature scaling, when T != 1
+    unit: str = "images"  # what was evaluated: images, texts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,15 +160,17 @@ def _noise_floor(which: np.ndarray, confidence: np.ndarray, n_bins: int, draws: 
     return float(np.median(floors))
 
 
-def confident_mistakes(labels: np.ndarray, probs: np.ndarray, paths: list[Path], class_names: list[str],
-                       count: int = MISTAKES_SHOWN) -> list[Mistake]:
+def confident_mistakes(labels: np.ndarray, probs: np.ndarray, paths: list[Path] | list[str], class_names: list[str],
+                       count: int = MISTAKES_SHOWN, texts: list[str] | None = None) -> list[Mistake]:
     """The wrong predictions the model was surest of, surest first: mislabelled files and the confusions that
-    matter show up here (fastai's `plot_top_losses` idea; ranked by the wrong class's probability)."""
+    matter show up here (fastai's `plot_top_losses` idea; ranked by the wrong class's probability). With `texts`
+    (a text model) each mistake carries its text."""
     predicted = probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
     return [Mistake(str(paths[i]), class_names[labels[i]], class_names[predicted[i]],
-                    float(probs[i, predicted[i]]), float(probs[i, labels[i]])) for i in order]
+                    float(probs[i, predicted[i]]), float(probs[i, labels[i]]),
+                    texts[i] if texts is not None else None) for i in order]
 
 
 def overfitting_cautions(history: list[dict[str, Any]]) -> list[Caution]:
@@ -232,20 +236,28 @@ def _strategy(meta: dict[str, Any]) -> str:
     return ", then ".join(words.get(s, s) for s in stages) or "unknown"
 
 
-def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int) -> list[tuple[str, str]]:
+def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int, unit: str = "images") -> list[tuple[str, str]]:
     """What a reader needs to place the numbers: which network, which weights, how trained, on how much data."""
-    backbone = meta.get("backbone") or {}
     data = meta.get("data") or {}
+    if "encoder" in meta:  # a text model
+        encoder = meta.get("encoder") or {}
+        network = [("text encoder", f"{encoder.get('name', '?')} (texts cut at "
+                                    f"{(meta.get('preprocessing') or {}).get('max_tokens', '?')} tokens)")]
+        weights = encoder.get("weights") or {}
+    else:
+        backbone = meta.get("backbone") or {}
+        network = [("backbone", str(backbone.get("name", "?")) + (f" (features from {meta['layer']})"
+                                                                  if meta.get("layer") else ""))]
+        weights = backbone.get("weights") or {}
     facts = [
-        ("backbone", str(backbone.get("name", "?")) + (f" (features from {meta['layer']})" if meta.get("layer")
-                                                       else "")),
-        ("weights", str((backbone.get("weights") or {}).get("source", "?"))),
+        *network,
+        ("weights", str(weights.get("source", "?"))),
         ("strategy", _strategy(meta)),
         ("classes", str(len(meta.get("class_names") or []))),
-        ("training images", str(data.get("train", "?"))),
-        ("validation images", str(data.get("validation", "?"))),
+        (f"training {unit}", str(data.get("train", "?"))),
+        (f"validation {unit}", str(data.get("validation", "?"))),
         ("skipped in training data", str(len(data.get("skipped") or []))),
-        ("evaluated on", f"{evaluated_on} ({evaluated} images)"),
+        ("evaluated on", f"{evaluated_on} ({evaluated} {unit})"),
         ("best weights from", str(meta.get("best") or "?")),
         ("training time", f"{meta['seconds']:.0f} s" if isinstance(meta.get("seconds"), (int, float)) else "?"),
         ("transferkit", str(meta.get("transferkit_version", "?"))),
@@ -253,9 +265,12 @@ def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int) -> list[t
     return facts
 
 
-def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, paths: list[Path],
-                 skipped: list[Path], evaluated_on: str, on_validation_split: bool = False) -> ReportData:
-    """Every number and warning of the report from one inference pass (`predict.score`) and the bundle JSON."""
+def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, paths: list[Path] | list[str],
+                 skipped: list[Path] | list[str], evaluated_on: str, on_validation_split: bool = False,
+                 texts: list[str] | None = None) -> ReportData:
+    """Every number and warning of the report from one inference pass (`predict.score`, or for a text model
+    `text.evaluate.score_texts` with its `texts`) and the bundle JSON."""
+    unit = "images" if texts is None else "texts"
     names = list(meta["class_names"])
     metrics = compute_metrics(labels, probs, names)
     temperature = float(meta.get("temperature", 1.0))
@@ -285,12 +300,13 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
         metrics=metrics,
         accuracy_ci=accuracy_interval(correct, len(labels)),
         calibration=calibration(labels, probs),
-        mistakes=confident_mistakes(labels, probs, paths, names),
+        mistakes=confident_mistakes(labels, probs, paths, names, texts=texts),
         history=history,
-        facts=run_facts(meta, evaluated_on, len(labels)),
+        facts=run_facts(meta, evaluated_on, len(labels), unit),
         cautions=cautions,
         skipped=[str(p) for p in skipped],
         temperature=temperature,
         uncalibrated=calibration(labels, rescale(probs, 1 / temperature)) if temperature != 1.0 else None,
+        unit=unit,
     )
 

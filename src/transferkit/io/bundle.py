@@ -28,7 +28,9 @@ from transferkit.io.hashing import sha256_file
 from transferkit.io.names import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE
 from transferkit.model import Backbone, HeadConfig, TransferModel
 
-__all__ = ["CHECKPOINT_FILE", "META_FILE", "WEIGHTS_FILE", "Bundle", "load_bundle", "save_bundle", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "FORMAT", "FORMAT_VERSION", "META_FILE", "READABLE_VERSIONS", "WEIGHTS_FILE", "Bundle",
+           "checked_temperature", "check_format", "load_bundle", "read_meta_and_weights",
+           "save_bundle", "save_checkpoint"]
 
 FORMAT = "transferkit.bundle"
 FORMAT_VERSION = 2  # 2: the preprocessing names its modality ("kind": "image")
@@ -89,7 +91,7 @@ def save_checkpoint(model: TransferModel, path: Path, extra: dict[str, Any]) -> 
     atomic_write_bytes(path, _weights_bytes(model, {_META_KEY: json.dumps(model_meta(model, extra))}))
 
 
-def _read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def read_meta_and_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if path.is_dir():
         meta_path = path / META_FILE
         if not meta_path.is_file():
@@ -134,25 +136,36 @@ def _load_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
         raise UserError(f"cannot read weights {path}: {exc} — the file is damaged or not safetensors") from None
 
 
-def _temperature(value: object) -> float:
+def checked_temperature(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"temperature must be a positive number, got {value!r}")
     return float(value)
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
-    path = Path(path)
-    meta, weights = _read_meta_and_weights(path)
+def check_format(path: Path, meta: dict[str, Any]) -> None:
     if meta.get("format") != FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
         raise UserError(f"{path} is a bundle of format {meta.get('format')!r} version {meta.get('format_version')!r}; "
                         f"this transferkit ({__version__}) reads {FORMAT!r} version {FORMAT_VERSION}: "
                         f"use a matching transferkit version")
+
+
+def _kind(meta: dict[str, Any]) -> str | None:
     preprocessing = meta.get("preprocessing")
-    kind = preprocessing.get("kind", "image") if isinstance(preprocessing, dict) else None
+    return preprocessing.get("kind", "image") if isinstance(preprocessing, dict) else None
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Rebuild the model from a run folder (or a checkpoint file) with no pickle and no network access."""
+    path = Path(path)
+    meta, weights = read_meta_and_weights(path)
+    check_format(path, meta)
+    kind = _kind(meta)
+    if kind == "text":
+        raise UserError(f"{path} is a text model: `transferkit evaluate`, `predict` and `report` read it; this "
+                        f"command reads image models only so far")
     if kind != "image":
         raise UserError(f"{path} is a bundle of modality {kind!r}; this transferkit ({__version__}) reads image "
-                        f"bundles: use a transferkit version that knows {kind!r} models")
+                        f"and text bundles: use a transferkit version that knows {kind!r} models")
     try:
         spec = get_backbone(meta["backbone"]["name"])
         net, _ = build_network(spec, "random")
@@ -162,7 +175,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         backbone = Backbone(spec, net, image, info, meta.get("layer"))
         model = TransferModel(backbone, list(meta["class_names"]), HeadConfig(**meta["head"]))
         model.load_state_dict(weights)
-        model.temperature = _temperature(meta.get("temperature", 1.0))  # bundles before calibration: 1
+        model.temperature = checked_temperature(meta.get("temperature", 1.0))  # bundles before calibration: 1
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None
     model.eval()

@@ -291,7 +291,7 @@ def _jsonl_rows(path: Path, content: str, text_column: str, label_column: str | 
         if problem:
             bad.append(BadRow(path, number, _reason(problem) if isinstance(raw, str) or raw is None
                               else f"{text_column} is not a string"))
-        elif label is None or isinstance(label, (dict, list)) or not str(label).strip():
+        elif label_column is not None and (label is None or isinstance(label, (dict, list)) or not str(label).strip()):
             bad.append(BadRow(path, number, "missing label"))
         else:
             rows.append((f"{path} line {number}", text, str(label).strip()))

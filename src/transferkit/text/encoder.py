@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
+from tqdm import tqdm
 
 from transferkit.errors import UserError
 from transferkit.text.encoders import DEFAULT_ENCODER, TextEncoderSpec, get_encoder
@@ -80,10 +81,7 @@ class SentenceEncoder:
         limit = _position_limit(spec, files)
         if max_tokens is not None and not 2 <= max_tokens <= limit:
             raise UserError(f"--max-tokens {max_tokens} is outside what {spec.name} reads: choose 2 to {limit}")
-        from transformers import AutoModel  # heavy: only once an encoder is really needed
-
-        transformer = AutoModel.from_pretrained(str(files.folder), local_files_only=True, use_safetensors=True,
-                                                dtype=torch.float32)
+        transformer = _read_transformer(files)
         tokenizer = Tokenizer.from_file(str(files.folder / "tokenizer.json"))
         module = EncoderModule(transformer, spec.pooling, spec.normalize).eval()
         log.debug(f"text encoder {spec.name} from {files.source} ({files.folder})")
@@ -97,10 +95,10 @@ class SentenceEncoder:
         """What a bundle records so that prediction tokenises and pools exactly as training did."""
         return self.spec.preprocessing(self.max_tokens)
 
-    def encode_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:
-        """Each text's token ids (the row's prefix first, cut to the window), and how many texts were cut."""
+    def encode_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Each text's token ids (the row's prefix first, cut to the window), and whether it was cut."""
         encodings = self.tokenizer.encode_batch([self.spec.prefix + t for t in texts])
-        return [e.ids for e in encodings], sum(bool(e.overflowing) for e in encodings)
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
     def pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids padded to the longest of them, and the attention mask."""
@@ -114,7 +112,7 @@ class SentenceEncoder:
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         """`(input_ids, attention_mask, truncated_count)` of `texts`, padded to their longest."""
         ids, truncated = self.encode_ids(texts)
-        return Tokens(*self.pad(ids), truncated)
+        return Tokens(*self.pad(ids), sum(truncated))
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 embeddings, one row per text in the order given, computed on the module's device."""
@@ -127,12 +125,31 @@ class SentenceEncoder:
         order = np.argsort([len(row) for row in ids], kind="stable")
         device = next(self.module.parameters()).device
         self.module.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), tqdm(total=len(ids), desc="embedding texts", unit="text", leave=False,
+                                          disable=None) as bar:
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size]
                 input_ids, mask = self.pad([ids[i] for i in chosen])
                 out[chosen] = self.module(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                bar.update(len(chosen))
         return out
+
+
+def _read_transformer(files: EncoderFiles) -> nn.Module:
+    """transformers' model from the local folder, safetensors only, in float32. Its "Loading weights" bar (drawn
+    even into a log file or a pipe) is switched off while it loads: the bar is one switch for the whole library,
+    so it is put back as it was at once."""
+    from transformers import AutoModel  # heavy: only once an encoder is really needed
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(str(files.folder), local_files_only=True, use_safetensors=True,
+                                         dtype=torch.float32)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _position_limit(spec: TextEncoderSpec, files: EncoderFiles) -> int:

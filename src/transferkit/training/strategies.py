@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 import transferkit.distributed as distributed
 from transferkit._version import __version__
@@ -36,16 +35,15 @@ from transferkit.io.bundle import CHECKPOINT_FILE
 from transferkit.io.logfile import details, log_to_file
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.runtime import Runtime
-from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar, RestoreBest
-from transferkit.training.config import HEAD_LR_RATIO, STRATEGY_NAMES, TrainConfig
-from transferkit.training.features import FeatureBatches, head_optimizer
+from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar
+from transferkit.training.config import STRATEGY_NAMES, TrainConfig
+from transferkit.training.head_fit import fit_head
 from transferkit.training.learner import Learner
-from transferkit.training.loop import Best, Callback, EpochResult, LoopState, Stage, fit
+from transferkit.training.loop import Callback, EpochResult, Stage
 from transferkit.training.resume import RESUME_FILE, SaveResume, fingerprint, restore, resume_point
 from transferkit.training.run import LOG_FILE, Run, TrainResult, log_backbone, log_data, save_run
-from transferkit.training.schedule import class_weights
 
-__all__ = ["STRATEGIES", "TrainResult", "train"]
+__all__ = ["STRATEGIES", "TrainResult", "calibrate", "fitted_temperature", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +74,18 @@ class StageSummary(Callback):
 
 def calibrate(model: TransferModel, probs: np.ndarray, labels: np.ndarray) -> None:
     """Fit the model's temperature on validation probabilities made at temperature 1 (see `calibration`)."""
-    model.temperature = fit_temperature(probs, labels)
-    before, after = calibration(labels, probs), calibration(labels, rescale(probs, model.temperature))
-    log.info(f"calibration: temperature {model.temperature:.3f} fitted on {len(labels)} validation images "
+    model.temperature = fitted_temperature(probs, labels, "images")
+
+
+def fitted_temperature(probs: np.ndarray, labels: np.ndarray, what: str) -> float:
+    """The calibration temperature for validation probabilities made at temperature 1, logged with its effect
+    (`what` names the examples: images, texts)."""
+    temperature = fit_temperature(probs, labels)
+    before, after = calibration(labels, probs), calibration(labels, rescale(probs, temperature))
+    log.info(f"calibration: temperature {temperature:.3f} fitted on {len(labels)} validation {what} "
              f"(expected calibration error there {before.ece:.3f} -> {after.ece:.3f}; a perfectly calibrated model "
              f"would show about {after.noise_floor:.3f} on so few)")
+    return temperature
 
 
 def _train_images(run: Run) -> TrainResult:
@@ -158,7 +163,6 @@ def _train_on_features(run: Run) -> TrainResult:
     data = ImageData(files.classes, good.subset(train_idx), good.subset(val_idx), cache.skipped)
     log_data(data, run.out)
 
-    device = runtime.device
     features = torch.from_numpy(np.array(cache.features))  # a writable copy in memory: training reads it often
     labels = torch.from_numpy(np.array(cache.labels))
     x_train, y_train = features[train_idx], labels[train_idx]
@@ -166,41 +170,23 @@ def _train_on_features(run: Run) -> TrainResult:
         views = torch.from_numpy(np.array(cache.views[train_idx]))
         x_train = torch.cat([x_train, views.reshape(-1, views.shape[-1])])
         y_train = torch.cat([y_train, y_train.repeat_interleave(views.shape[1])])
-    x_val, y_val = features[val_idx].to(device), labels[val_idx].to(device)
-    weight = class_weights(y_train.tolist(), len(files.classes)).to(device) if cfg.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    head = model.head.to(device)
-
-    def validate() -> tuple[float, float]:
-        head.eval()
-        with torch.no_grad():
-            logits = head(x_val)
-        return float(loss_fn(logits, y_val)), float((logits.argmax(1) == y_val).float().mean())
-
-    lr = HEAD_LR_RATIO * cfg.lr
-    batches = FeatureBatches(x_train.to(device), y_train.to(device), cfg.batch_size, cfg.seed)
-    stage = Stage("extract", cfg.probe_epochs, batches, validate, head_optimizer(head, lr, cfg.weight_decay),
-                  {"head": lr}, micro_batch=cfg.batch_size)
-    best = Best()
     log.info(f"training the head on cached features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
-    history = fit(head, stage, loss_fn, runtime, best, LoopState(),
-                  [EpochLog(details()), RestoreBest(best, head)])
+    fitted = fit_head(model.head, x_train, y_train, features[val_idx], labels[val_idx], len(files.classes), cfg,
+                      runtime)
     model.eval()
-    with torch.no_grad():
-        val_probs = head(x_val).softmax(1).cpu().numpy()
-    val_metrics = compute_metrics(y_val.cpu().numpy(), val_probs, model.class_names)
-    calibrate(model, val_probs, y_val.cpu().numpy())
-    line = f"best {best.where}: validation accuracy {val_metrics.accuracy:.3f}"
+    val_metrics = compute_metrics(fitted.val_labels, fitted.val_probs, model.class_names)
+    calibrate(model, fitted.val_probs, fitted.val_labels)
+    line = f"best {fitted.best}: validation accuracy {val_metrics.accuracy:.3f}"
     test_metrics: Metrics | None = None
     if test_files is not None and runtime.is_main:
         test_metrics = evaluate(model, test_files, runtime).metrics
         line += f", test accuracy {test_metrics.accuracy:.3f}"
     log.info(line)
     if runtime.is_main:  # under torchrun every process trained the same head on the same features
-        save_run(run, model, history, best.where, data, val_metrics, test_metrics,
+        save_run(run, model, fitted.history, fitted.best, data, val_metrics, test_metrics,
                  {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()})
     distributed.barrier()
-    return TrainResult(model, run.out, history, val_metrics, test_metrics, list(data.skipped), data.val)
+    return TrainResult(model, run.out, fitted.history, val_metrics, test_metrics, list(data.skipped), data.val)
 
 
 STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {

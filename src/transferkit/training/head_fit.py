@@ -1,0 +1,63 @@
+"""The head alone on fixed features, in seconds: what the `extract` strategy of every modality runs once its
+features are computed (images: the frozen base's pooled features; text: the sentence encoder's embeddings).
+
+The head trains for `cfg.probe_epochs` epochs on the one loop (`loop.fit`) and keeps the epoch with the lowest
+validation loss; the validation probabilities it returns are made at temperature 1, for calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.io.logfile import details
+from transferkit.runtime import Runtime
+from transferkit.training.callbacks import EpochLog, RestoreBest
+from transferkit.training.config import HEAD_LR_RATIO, TrainConfig
+from transferkit.training.features import FeatureBatches, head_optimizer
+from transferkit.training.loop import Best, EpochResult, LoopState, Stage, fit
+from transferkit.training.schedule import class_weights
+
+__all__ = ["HeadFit", "fit_head"]
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """What training the head did: its epochs, where its best weights came from, and the best head's
+    validation probabilities (temperature 1) with the true labels."""
+
+    history: list[EpochResult]
+    best: str
+    val_probs: np.ndarray
+    val_labels: np.ndarray
+
+
+def fit_head(head: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+             y_val: torch.Tensor, num_classes: int, cfg: TrainConfig, runtime: Runtime) -> HeadFit:
+    """Train `head` (moved to the runtime's device) on the training rows, validate each epoch, and leave the
+    best epoch's weights in it."""
+    device = runtime.device
+    x_val, y_val = x_val.to(device), y_val.to(device)
+    weight = class_weights(y_train.tolist(), num_classes).to(device) if cfg.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    head = head.to(device)
+
+    def validate() -> tuple[float, float]:
+        head.eval()
+        with torch.no_grad():
+            logits = head(x_val)
+        return float(loss_fn(logits, y_val)), float((logits.argmax(1) == y_val).float().mean())
+
+    lr = HEAD_LR_RATIO * cfg.lr
+    batches = FeatureBatches(x_train.to(device), y_train.to(device), cfg.batch_size, cfg.seed)
+    stage = Stage("extract", cfg.probe_epochs, batches, validate, head_optimizer(head, lr, cfg.weight_decay),
+                  {"head": lr}, micro_batch=cfg.batch_size)
+    best = Best()
+    history = fit(head, stage, loss_fn, runtime, best, LoopState(), [EpochLog(details()), RestoreBest(best, head)])
+    head.eval()
+    with torch.no_grad():
+        val_probs = head(x_val).softmax(1).cpu().numpy()
+    return HeadFit(history, best.where, val_probs, y_val.cpu().numpy())
