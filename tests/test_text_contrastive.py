@@ -99,3 +99,4 @@ def test_a_run_is_deterministic_under_its_seed(encoder: SentenceEncoder, emails:
     assert np.array_equal(runs[0][1], runs[1][1])
     other = copy.deepcopy(encoder)
     assert contrastive_fine_tune(other, texts, labels, replace(config, seed=8)).epoch_losses != runs[0][0]
+
