@@ -93,7 +93,7 @@ def main() -> None:
             t, args.batch_size),
     }
     print(f"{len(texts)} texts from {where}; {encoder.spec.name}, window {encoder.max_tokens} tokens "
-          f"({encoder.encode_ids(texts)[1]} cut), batch {args.batch_size}, {torch.get_num_threads()} threads; "
+          f"({sum(encoder.encode_ids(texts)[1])} cut), batch {args.batch_size}, {torch.get_num_threads()} threads; "
           f"engine: {engine.note}, made in {engine_seconds:.1f} s", flush=True)
     for fn in contenders.values():
         fn(texts[:16])  # warm-up: first-call allocations and kernel choices
