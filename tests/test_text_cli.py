@@ -158,3 +158,12 @@ def test_report_shows_mistaken_texts_escaped(text_run: tuple[Path, int, str], tm
     assert numbers["most_confident_mistakes"][0]["text"] == evil
     assert numbers["most_confident_mistakes"][0]["true"] == "ham"
     assert ("text encoder", "all-MiniLM-L6-v2 (texts cut at 256 tokens)") in numbers["facts"].items()
+
+
+@pytest.mark.parametrize("command", ["export RUN --out OUT", "serve RUN --port 1"])
+def test_export_and_serve_refuse_a_text_model_in_one_line(command: str, text_run: tuple[Path, int, str],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = {"RUN": str(text_run[0]), "OUT": str(tmp_path / "m.onnx")}
+    code, _, stderr = _cli(capsys, *[names.get(word, word) for word in command.split()])
+    assert code == 2 and "is a text model" in stderr and "reads image models only so far" in stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""transferkit: transfer learning from a folder of images.
+"""transferkit: transfer learning from a folder of images (or a file of texts).
 
     import transferkit as tk
     data = tk.load_images("photos/", val_split=0.2, seed=0)
@@ -6,6 +6,9 @@
     learner = tk.Learner(model, data)
     learner.fine_tune()                                  # probe, head, then the top blocks at lower rates
     model.save("runs/photos")
+
+    result = tk.train_text("mail.csv", "runs/mail")      # texts: a sentence encoder, a head on its embeddings
+    tk.predict_texts(result.model, ["WIN a FREE cruise!!!"])
 
 Names are imported on first use (PEP 562), so `import transferkit` and the command line stay fast: torch, timm
 and scikit-learn load only when something needs them. Nothing inside the package imports this module.
@@ -54,6 +57,18 @@ _WHERE = {
     "predict": "transferkit.evaluation.predict",
     "save_bundle": "transferkit.io.bundle",
     "train": "transferkit.training.strategies",
+    # text, the second modality
+    "LabelledTexts": "transferkit.text.data",
+    "SentenceEncoder": "transferkit.text.encoder",
+    "TEXT_ENCODERS": "transferkit.text.encoders",
+    "TextConfig": "transferkit.text.config",
+    "TextEncoderSpec": "transferkit.text.encoders",
+    "TextModel": "transferkit.text.model",
+    "evaluate_texts": "transferkit.text.evaluate",
+    "load_text_bundle": "transferkit.text.bundle",
+    "predict_texts": "transferkit.text.evaluate",
+    "read_texts": "transferkit.text.data",
+    "train_text": "transferkit.text.train",
 }
 
 __all__ = [
@@ -62,6 +77,8 @@ __all__ = [
     "Preprocessing", "Runtime", "TrainConfig", "TrainResult", "TransferClassifier", "TransferModel", "UserError",
     "classify", "evaluate", "export_onnx", "extract_features", "format_metrics", "get_backbone", "load_bundle",
     "load_features", "load_images", "load_labelled", "predict", "save_bundle", "train",
+    "LabelledTexts", "SentenceEncoder", "TEXT_ENCODERS", "TextConfig", "TextEncoderSpec", "TextModel", "evaluate_texts",
+    "load_text_bundle", "predict_texts", "read_texts", "train_text",
 ]
 
 
@@ -95,6 +112,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from transferkit.io.bundle import Bundle, load_bundle, save_bundle
     from transferkit.model import Backbone, HeadConfig, TransferModel
     from transferkit.runtime import Runtime
+    from transferkit.text.bundle import load_text_bundle
+    from transferkit.text.config import TextConfig
+    from transferkit.text.data import LabelledTexts, read_texts
+    from transferkit.text.encoder import SentenceEncoder
+    from transferkit.text.encoders import TEXT_ENCODERS, TextEncoderSpec
+    from transferkit.text.evaluate import evaluate_texts, predict_texts
+    from transferkit.text.model import TextModel
+    from transferkit.text.train import train_text
     from transferkit.training.config import TrainConfig
     from transferkit.training.learner import Learner
     from transferkit.training.run import TrainResult

@@ -22,42 +22,20 @@ from transferkit._version import __version__
 from transferkit.cli import commands
 from transferkit.cli.allocator import keep_freed_memory
 from transferkit.cli.crashlog import report_internal_error
+from transferkit.cli.flags import add_flags, argparse_type, flag
+from transferkit.cli.text_flags import add_text_flags, resolve_modality, text_options
 from transferkit.data.files import check_data_path
 from transferkit.errors import UserError
 from transferkit.features.source import ENGINES
 from transferkit.io.modality import bundle_modality
 from transferkit.io.names import CHECKPOINT_FILE
-from transferkit.text.config import MODALITIES, TEXT_OPTIONS, TextConfig, check_text_field
-from transferkit.text.data import check_text_path, detect_modality
-from transferkit.training.config import OPTIONS, ConfigError, Option, TrainConfig, check_field, number, shown, whole
+from transferkit.text.data import check_text_path
+from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check_field, number, shown, whole
 
-__all__ = ["main"]
+__all__ = ["flag", "main"]
 
 # flags of other commands that mean what train's do: generated and checked from the same field metadata
 SHARED_FIELDS = {"extract": ("backbone", "weights", "layer", "views", "seed"), "classify": ("backbone", "weights")}
-# the `TextConfig` flags of each command that reads texts (a trained model knows its encoder and window)
-TEXT_FIELDS = {"train": tuple(TEXT_OPTIONS), "extract": tuple(TEXT_OPTIONS),
-               "evaluate": ("text_column", "label_column", "replace_invalid_utf8"),
-               "report": ("text_column", "label_column", "replace_invalid_utf8"),
-               "predict": ("text_column", "replace_invalid_utf8")}
-IMAGE_ONLY = ("backbone", "weights", "layer", "views")  # train/extract flags that mean nothing for texts
-DEFAULT_NOTES = {"strategy": "finetune for images, extract for texts"}  # defaults that depend on the modality
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a `TrainConfig` field."""
-    return "--" + name.replace("_", "-")
-
-
-def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """`parse` with its ValueError turned into argparse's one-line "argument --flag: ..." error."""
-    def read(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    read.__name__ = parse.__name__  # argparse names the type in some messages
-    return read
 
 
 def _top_k(text: str) -> int:
@@ -104,21 +82,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "`transferkit export`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    p.add_argument("--port", type=_argparse_type(_port), default=8000, help="(default 8000)")
-    p.add_argument("--max-batch", type=_argparse_type(_at_least(1)), default=32, metavar="N",
+    p.add_argument("--port", type=argparse_type(_port), default=8000, help="(default 8000)")
+    p.add_argument("--max-batch", type=argparse_type(_at_least(1)), default=32, metavar="N",
                    help="most images per inference batch (default 32)")
-    p.add_argument("--max-wait-ms", type=_argparse_type(_non_negative), default=5.0, metavar="MS",
+    p.add_argument("--max-wait-ms", type=argparse_type(_non_negative), default=5.0, metavar="MS",
                    help="how long an image waits for others to share its batch (default 5)")
-    p.add_argument("--max-upload-mb", type=_argparse_type(_positive), default=10.0, metavar="MB",
+    p.add_argument("--max-upload-mb", type=argparse_type(_positive), default=10.0, metavar="MB",
                    help="largest request body in MiB; larger ones get 413 (default 10)")
-    p.add_argument("--max-files", type=_argparse_type(_at_least(1)), default=64, metavar="N",
+    p.add_argument("--max-files", type=argparse_type(_at_least(1)), default=64, metavar="N",
                    help="most images in one request; more get 413 (default 64)")
     p.add_argument("--api-key", default=os.environ.get("TRANSFERKIT_API_KEY") or None, metavar="KEY",
                    help="require this key (X-API-Key or Authorization: Bearer) on every endpoint but /health and "
                         "the page (default: $TRANSFERKIT_API_KEY, else none)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="let pages from ORIGIN call the API (repeatable; default: no CORS)")
-    p.add_argument("--top", type=_argparse_type(_top_k), default=3, metavar="K",
+    p.add_argument("--top", type=argparse_type(_top_k), default=3, metavar="K",
                    help="classes per image unless a request asks for ?top=K (default 3)")
 
 
@@ -132,31 +110,7 @@ def _iterations(text: str) -> int:
 def _add_config_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
     """One flag per `TrainConfig` field in `names`, with the field's default and help (its range is checked by
     `TrainConfig`, not here)."""
-    _add_flags(p, OPTIONS, TrainConfig(), names)
-
-
-def _add_flags(p: argparse.ArgumentParser, options: dict[str, Option], defaults: Any, names: Sequence[str]) -> None:
-    """One flag per field of a config dataclass (`TrainConfig`, `TextConfig`) in `names`. A default that depends
-    on the modality (`DEFAULT_NOTES`) is None here and chosen once the modality is known."""
-    for name in names:
-        opt, default = options[name], getattr(defaults, name)
-        if opt.parse is None:  # an on/off switch
-            p.add_argument(flag(name), action="store_true", help=opt.help)
-            continue
-        if name in DEFAULT_NOTES:
-            default, help = None, f"{opt.help} (default {DEFAULT_NOTES[name]})"
-        else:
-            help = opt.help if default is None else f"{opt.help} (default {default})"
-        p.add_argument(flag(name), type=_argparse_type(opt.parse), default=default, metavar=opt.metavar,
-                       help=help)
-
-
-def _add_text_flags(p: argparse.ArgumentParser, command: str, modality: bool = True) -> None:
-    if modality:
-        p.add_argument("--modality", choices=MODALITIES, default="auto",
-                       help="auto (default): text for a CSV with a text column, a JSON Lines file or a folder of "
-                            ".txt files; images otherwise")
-    _add_flags(p, TEXT_OPTIONS, TextConfig(), TEXT_FIELDS[command])
+    add_flags(p, OPTIONS, TrainConfig(), names)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -184,14 +138,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--report", action="store_true",
                    help="write RUN/report.html: curves, confusion matrix, mistakes, calibration (on --test data "
                         "when given, else on the validation split)")
-    _add_text_flags(p, "train")
+    add_text_flags(p, "train")
 
     p = sub.add_parser("extract", help="run the frozen base (or text encoder) once over DATA and cache its pooled "
                                        "features")
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cache folder (reused and updated by later runs)")
     _add_config_flags(p, SHARED_FIELDS["extract"])
-    _add_text_flags(p, "extract")
+    add_text_flags(p, "extract")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: ONNX Runtime on a CPU when it matches PyTorch, else PyTorch")
 
@@ -201,7 +155,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--stage", choices=("head", "fine-tune"), default="head",
                    help="head: the frozen base's head (suggests --lr); fine-tune: after the probe, with "
                         "--unfreeze-blocks blocks unfrozen (suggests --fine-tune-lr)")
-    p.add_argument("--iterations", type=_argparse_type(_iterations), default=100,
+    p.add_argument("--iterations", type=argparse_type(_iterations), default=100,
                    help="training steps tried, at most (default 100)")
     p.add_argument("--plot", type=Path, default=None, help="write the loss against the rate to this PNG")
     p.add_argument("--json", action="store_true")
@@ -222,14 +176,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--json", action="store_true")
-    _add_text_flags(p, "evaluate", modality=False)
+    add_text_flags(p, "evaluate", modality=False)
 
     p = sub.add_parser("report", help="one HTML file to look at: curves, confusion matrix, worst mistakes, "
                                       "calibration, warnings (and metrics.json beside it)")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the HTML file to write, such as RUN/report.html")
-    _add_text_flags(p, "report", modality=False)
+    add_text_flags(p, "report", modality=False)
 
     p = sub.add_parser("predict", help="top-k classes of a trained model for images or folders, or for texts")
     p.add_argument("run", type=Path)
@@ -238,14 +192,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--file", type=Path, default=None,
                    help="a text model: read the texts from this file (one per line, or a CSV/JSON Lines file with "
                         "a text column)")
-    p.add_argument("--top", type=_argparse_type(_top_k), default=3)
+    p.add_argument("--top", type=argparse_type(_top_k), default=3)
     p.add_argument("--json", action="store_true")
-    _add_text_flags(p, "predict", modality=False)
+    add_text_flags(p, "predict", modality=False)
 
     p = sub.add_parser("classify", help="ImageNet classes from the pretrained backbone, no training")
     p.add_argument("images", type=Path, nargs="+")
     _add_config_flags(p, SHARED_FIELDS["classify"])
-    p.add_argument("--top", type=_argparse_type(_top_k), default=5)
+    p.add_argument("--top", type=argparse_type(_top_k), default=5)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="the model as one ONNX file (uint8 images in, probabilities out), checked "
@@ -270,42 +224,6 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--text", action="store_true", help="the text demo: a sentence encoder on 400 e-mails, ham or spam")
     p.add_argument("--out", type=Path, default=None, help="where the run goes (default: runs/demo, runs/demo-text)")
     return parser, dict(sub.choices)
-
-
-def _resolve_modality(args: argparse.Namespace) -> str:
-    """"image" or "text" for this command: as asked (`--modality`), else told by the data (or by the saved model
-    for the commands that read one). Cheap: a CSV's header, a folder listing, a bundle's JSON."""
-    if args.command in ("evaluate", "report", "predict"):
-        return bundle_modality(args.run)
-    if args.command in ("train", "extract"):
-        if args.modality != "auto":
-            return str(args.modality)
-        return detect_modality(args.data, args.text_column)
-    return "image"
-
-
-def _text_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> TextConfig | None:
-    """The text flags as a `TextConfig` when the command works on texts (each value checked by its field's
-    metadata; a value it refuses is argparse's one-line error); image-only flags given for texts, or text flags
-    given for images, are refused the same way."""
-    names = TEXT_FIELDS.get(args.command, ())
-    if args.modality != "text":
-        given = [n for n in names if getattr(args, n) != getattr(TextConfig(), n)]
-        if given and args.command in ("train", "extract"):
-            command.error(f"argument {flag(given[0])}: is for texts, and {args.data} holds images (pass "
-                          f"--modality text if it holds texts)")
-        return None
-    if args.command in ("train", "extract"):
-        for name in IMAGE_ONLY:
-            if name in vars(args) and getattr(args, name) != getattr(TrainConfig(), name):
-                other = " (choose a text encoder with --encoder)" if name in ("backbone", "weights") else ""
-                command.error(f"argument {flag(name)}: is for images, and {args.data} holds texts{other}")
-    try:
-        for name in names:
-            check_text_field(name, getattr(args, name))
-    except ConfigError as exc:
-        command.error(f"argument {flag(exc.name)}: must be {exc.expected}, got {shown(exc.value)}")
-    return TextConfig(**{name: getattr(args, name) for name in names})
 
 
 def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> TrainConfig | None:
@@ -337,6 +255,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         if given is not None and not given.exists():
             raise UserError(f"images not found: {given} — pass a folder of images (or one image file)")
 
+    model = args.run if args.command == "export" else getattr(args, "model", None) if args.command == "serve" else None
+    if model is not None and bundle_modality(model) == "text":
+        raise UserError(f"{model} is a text model: `transferkit evaluate`, `predict` and `report` read it; "
+                        f"`{args.command}` reads image models only so far")
     if args.command == "serve":
         from transferkit.serve.classifier import check_model_path
 
@@ -384,8 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, command_parsers = _parser()
     args = parser.parse_args(argv)
-    args.modality = _resolve_modality(args)
-    args.text_config = _text_options(args, command_parsers[args.command])
+    args.modality = resolve_modality(args)
+    args.text_config = text_options(args, command_parsers[args.command])
     config = _checked_options(args, command_parsers[args.command])
     if args.command != "extract":  # extract's engine (ONNX Runtime) has its own allocator
         keep_freed_memory()  # 1.7x faster CPU training and inference with PyTorch here: see cli/allocator.py

@@ -111,8 +111,13 @@ def detect_modality(path: str | os.PathLike[str], text_column: str = "text") -> 
             return "image"  # the image reader says what is wrong with it
         return "text" if text_column.strip().lower() in header and "path" not in header else "image"
     if path.is_dir():
-        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not is_ignored(p)}
-        return "text" if ".txt" in suffixes and not suffixes & IMAGE_EXTENSIONS else "image"
+        seen_text = False
+        for file in path.rglob("*"):  # the first image decides: a large photo folder is not listed whole
+            suffix = file.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS and not is_ignored(file):
+                return "image"
+            seen_text |= suffix == ".txt" and not is_ignored(file)
+        return "text" if seen_text else "image"
     return "image"
 
 
