@@ -42,6 +42,7 @@ from spam_assassin import CLASSES, read_corpus, unique_texts
 
 from transferkit.text.contrastive import ContrastiveConfig, contrastive_fine_tune
 from transferkit.text.encoder import SentenceEncoder
+from transferkit.text.engine import TextEngine, make_text_engine
 
 STRATEGIES = ("tfidf", "probe", "contrastive")
 OURS = ("probe", "contrastive")
@@ -105,10 +106,11 @@ def tuned_logreg(x_train: object, y_train: np.ndarray, x_val: object, y_val: np.
 
 
 class Embeddings:
-    """The frozen encoder's embedding of each corpus text, computed once on first use and shared by every size."""
+    """The frozen encoder's embedding of each corpus text, computed once on first use and shared by every size,
+    by the text engine (ONNX Runtime on a CPU, parity-checked against PyTorch)."""
 
-    def __init__(self, encoder: SentenceEncoder, texts: Sequence[str], batch_size: int) -> None:
-        self.encoder, self.texts, self.batch_size = encoder, texts, batch_size
+    def __init__(self, engine: TextEngine, texts: Sequence[str], batch_size: int) -> None:
+        self.engine, self.texts, self.batch_size = engine, texts, batch_size
         self.rows: dict[int, np.ndarray] = {}
         self.seconds = 0.0
 
@@ -116,7 +118,7 @@ class Embeddings:
         missing = [int(i) for i in indices if int(i) not in self.rows]
         if missing:
             start = time.perf_counter()
-            vectors = self.encoder.embed([self.texts[i] for i in missing], self.batch_size)
+            vectors = self.engine.embed([self.texts[i] for i in missing], self.batch_size)
             self.rows.update(zip(missing, vectors))
             self.seconds += time.perf_counter() - start
         return np.stack([self.rows[int(i)] for i in indices])
@@ -223,7 +225,11 @@ def main() -> None:
     print(f"corpus: {len(texts)} unique texts ({int(labels.sum())} spam); test set: {len(test)} "
           f"({int(labels[test].sum())} spam); torch threads {torch.get_num_threads()}", flush=True)
     encoder = SentenceEncoder.load(args.encoder, max_tokens) if set(strategies) & set(OURS) else None
-    embeddings = Embeddings(encoder, texts, args.batch_size) if encoder is not None else None
+    embeddings = None
+    if encoder is not None:
+        engine = make_text_engine(encoder)
+        print(f"frozen embeddings by {engine.note}", flush=True)
+        embeddings = Embeddings(engine, texts, args.batch_size)
     config = ContrastiveConfig(epochs=args.epochs, max_tokens=args.contrastive_max_tokens, seed=args.seed)
     cells: list[Cell] = []
     for split in splits:
