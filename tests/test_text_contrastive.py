@@ -16,7 +16,7 @@ from transferkit.errors import InputError
 from transferkit.text.contrastive import (
     ContrastiveConfig,
     contrastive_fine_tune,
-    fit_head,
+    fit_logistic_head,
     pair_loss,
     sample_pairs,
 )
@@ -72,6 +72,7 @@ def emails() -> tuple[list[str], list[str]]:
 def test_a_short_real_run_lowers_the_pair_loss(encoder: SentenceEncoder, emails: tuple[list[str], list[str]]) -> None:
     texts, labels = emails
     tuned = copy.deepcopy(encoder)
+    tuned.module.requires_grad_(False)  # as TextModel.from_pretrained leaves it: tuned anyway, frozen after
     codes = np.array([label == "spam" for label in labels], dtype=int)
     held = sample_pairs(codes, np.random.default_rng(123))  # the same pairs measured before and after
     before = pair_loss(tuned, texts, held, max_tokens=QUICK.max_tokens)
@@ -80,7 +81,8 @@ def test_a_short_real_run_lowers_the_pair_loss(encoder: SentenceEncoder, emails:
     assert after < 0.7 * before
     assert result.steps == 2 * 4 and len(result.epoch_losses) == 2  # 32 pairs an epoch, 8 a step
     assert not tuned.module.training
-    head = fit_head(tuned.embed(texts), labels)
+    assert not any(p.requires_grad for p in tuned.module.parameters())
+    head = fit_logistic_head(tuned.embed(texts), labels)
     assert (head.predict(tuned.embed(texts)) == np.array(labels)).mean() == 1.0
 
 

@@ -37,7 +37,7 @@ __all__ = [
     "ContrastiveResult",
     "Pairs",
     "contrastive_fine_tune",
-    "fit_head",
+    "fit_logistic_head",
     "pair_loss",
     "sample_pairs",
 ]
@@ -150,8 +150,9 @@ def pair_loss(encoder: SentenceEncoder, texts: Sequence[str], pairs: Pairs, max_
 def contrastive_fine_tune(encoder: SentenceEncoder, texts: Sequence[str], labels: Sequence[object],
                           config: ContrastiveConfig = ContrastiveConfig(),
                           on_epoch: Callable[[int, float], None] | None = None) -> ContrastiveResult:
-    """Tune `encoder.module` in place (every parameter that requires a gradient) on pairs of `texts`, and leave
-    it in inference mode. `on_epoch(epoch, mean_loss)` is called after each epoch (1-based)."""
+    """Tune every parameter of `encoder.module` in place on pairs of `texts` (as SetFit tunes the whole body),
+    then leave it in inference mode with each parameter's `requires_grad` as it was (a frozen `TextModel.base`
+    stays frozen for the head). `on_epoch(epoch, mean_loss)` is called after each epoch (1-based)."""
     if len(texts) != len(labels):
         raise InputError(f"{len(texts)} texts but {len(labels)} labels")
     codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1].reshape(-1)
@@ -159,7 +160,9 @@ def contrastive_fine_tune(encoder: SentenceEncoder, texts: Sequence[str], labels
     ids = _cut(encoder.encode_ids(texts)[0], config.max_tokens)
     module = encoder.module
     device = next(module.parameters()).device
-    params = [p for p in module.parameters() if p.requires_grad]
+    params = list(module.parameters())
+    frozen = [p for p in params if not p.requires_grad]
+    module.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     pairs_per_epoch = len(sample_pairs(codes, np.random.default_rng(0)))
     steps_per_epoch = -(-pairs_per_epoch // config.batch_size)
@@ -192,10 +195,13 @@ def contrastive_fine_tune(encoder: SentenceEncoder, texts: Sequence[str], labels
         finally:
             module.eval()
             optimizer.zero_grad(set_to_none=True)
+            for p in frozen:
+                p.requires_grad_(False)
     return ContrastiveResult(losses, step, time.perf_counter() - started)
 
 
-def fit_head(embeddings: np.ndarray, labels: Sequence[object], c: float = 1.0, seed: int = 0) -> LogisticRegression:
+def fit_logistic_head(embeddings: np.ndarray, labels: Sequence[object], c: float = 1.0,
+                      seed: int = 0) -> LogisticRegression:
     """The head SetFit fits on the tuned embeddings: scikit-learn's logistic regression (predicts the labels as
     given), the fitted estimator."""
     from sklearn.linear_model import LogisticRegression  # scikit-learn only once a head is really fitted
