@@ -162,7 +162,6 @@ def contrastive_fine_tune(encoder: SentenceEncoder, texts: Sequence[str], labels
     device = next(module.parameters()).device
     params = list(module.parameters())
     frozen = [p for p in params if not p.requires_grad]
-    module.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     pairs_per_epoch = len(sample_pairs(codes, np.random.default_rng(0)))
     steps_per_epoch = -(-pairs_per_epoch // config.batch_size)
@@ -172,8 +171,9 @@ def contrastive_fine_tune(encoder: SentenceEncoder, texts: Sequence[str], labels
     step, started = 0, time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        module.train()
         try:
+            module.requires_grad_(True)
+            module.train()
             for epoch in range(1, config.epochs + 1):
                 pairs = sample_pairs(codes, rng)
                 total = 0.0
