@@ -17,7 +17,8 @@ strategy sees exactly the same training and validation texts:
 Prints one line per cell, a table, the targets of issue 13 (the chosen default beats TF-IDF + LR at every size,
 by >= 5 points at 16 per class; >= 0.985 on the full split), and one JSON line of all figures.
 
-    python benchmarks/text_quality.py --quick        # 8, 16, 64 per class; 400 test texts, 128 tokens (2-core CPU)
+    python benchmarks/text_quality.py --quick        # 8, 16, 64 per class; 400 test texts, 128 tokens (CPU:
+                                                     # 22 min with --epochs 4 on a shared 2-core CPU, ~1 h at 12)
     python benchmarks/text_quality.py                # 8, 16, 64 per class and full; the whole test set (a GPU)
     python benchmarks/text_quality.py --sizes 8 --test-sample 60 --strategies tfidf,probe   # a smoke test
 """
