@@ -1,9 +1,11 @@
 """`transferkit serve` under load on this machine: latency, throughput and errors at several concurrencies, cold
 start, and the raw model alone for comparison.
 
-1. Raw batch-1 latency: the same model in this process (`TorchClassifier.predict` on one preprocessed picture,
-   median of many calls), with no server running; and preprocessing alone (decode, resize, crop).
-2. Cold start: process start of `transferkit serve RUN` to the first 200 from /health (median of a few starts).
+1. Raw batch-1 latency: the same model on the engine the server uses (on a CPU, ONNX Runtime running the run's
+   graph: `load_classifier(run).predict` on one preprocessed picture, median of many calls) in this process, with
+   no server running; and preprocessing alone (decode, resize, crop).
+2. Cold start: process start of `transferkit serve RUN` to the first 200 from /health (median of a few starts),
+   with the run's graph cached (step 1, in this process, made, checked and recorded it).
 3. Load: an async httpx client keeps `c` requests in flight (one JPEG per multipart request, the page's way)
    against one server: p50/p95/p99 latency, requests per second, errors (any non-200 or transport failure).
 
@@ -68,9 +70,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 def raw_latency(run: Path, image: bytes, calls: int) -> dict[str, float]:
     """Median seconds of one picture through the model alone, and of preprocessing alone."""
-    from transferkit.serve.torch_classifier import TorchClassifier
+    from transferkit.serve.classifier import load_classifier
 
-    classifier = TorchClassifier.load(run)
+    classifier = load_classifier(run)
     pixels = classifier.preprocess(image)[None]
     for _ in range(5):
         classifier.predict(pixels)

@@ -18,7 +18,6 @@ session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 classes, prep = json.loads(meta["classes"]), json.loads(meta["preprocessing"])
 size, crop = prep["resize_size"], prep["input_size"]
-resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[prep["interpolation"]]
 
 
 def load(path: str) -> np.ndarray:
@@ -26,14 +25,14 @@ def load(path: str) -> np.ndarray:
     image.draft("RGB", (size, size))  # JPEG only: decode at the smallest scale still >= size
     image = ImageOps.exif_transpose(image).convert("RGB")
     w, h = image.size
-    short, long = (size, int(size * max(w, h) / min(w, h)))
-    image = image.resize((short, long) if w <= h else (long, short), resample)
-    left, top = int(round((image.width - crop) / 2.0)), int(round((image.height - crop) / 2.0))
+    scaled = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    image = image.resize(scaled, Image.Resampling[prep["interpolation"].upper()])
+    left, top = round((image.width - crop) / 2), round((image.height - crop) / 2)
     return np.asarray(image.crop((left, top, left + crop, top + crop)))
 
 
 paths = sys.argv[2:]
-probs = session.run(None, {session.get_inputs()[0].name: np.stack([load(p) for p in paths])})[0]
+probs = session.run(None, {"images": np.stack([load(p) for p in paths])})[0]
 for path, row in zip(paths, probs):
     top = np.argsort(-row, kind="stable")[:3]
     print(f"{path}: " + ", ".join(f"{classes[i]} {row[i]:.6f}" for i in top))

@@ -228,8 +228,9 @@ def _all_bad(tmp: Path, good: Path) -> Path:
 
 
 def _no_images(tmp: Path, good: Path) -> Path:
+    """(Not .txt files: a folder of class folders of .txt files is text data, see test_text_data.py.)"""
     for name in ("cat", "coffee"):
-        _write(tmp / "noimages" / name / "readme.txt", b"nothing here")
+        _write(tmp / "noimages" / name / "readme.md", b"nothing here")
     return tmp / "noimages"
 
 

@@ -57,19 +57,46 @@ def test_batches_never_exceed_max_batch() -> None:
     assert model.sizes == [4, 4, 2] and len(rows) == 10
 
 
-def test_a_lone_request_waits_at_most_max_wait() -> None:
-    model = _Model()
-
+def _lone(model: _Model, coming: int) -> float:
     async def one() -> float:
-        batcher = Batcher(model, max_batch=32, max_wait=0.05)
+        batcher = Batcher(model, max_batch=32, max_wait=0.3)
         batcher.start()
         started = time.perf_counter()
-        await batcher.submit(_picture(1))
+        with batcher.coming(coming):
+            await batcher.submit(_picture(1))
         elapsed = time.perf_counter() - started
         await batcher.stop()
         return elapsed
 
-    assert 0.04 <= asyncio.run(one()) < 1.0 and model.sizes == [1]
+    return asyncio.run(one())
+
+
+def test_a_lone_request_waits_only_while_more_are_coming() -> None:
+    model = _Model()
+    assert _lone(model, coming=0) < 0.15  # an idle server: no wait at all
+    assert 0.29 <= _lone(model, coming=1) < 2.0  # another picture is being decoded: wait for it, at most max_wait
+    assert model.sizes == [1, 1]
+
+
+def test_pictures_still_decoding_join_the_waiting_batch() -> None:
+    model = _Model()
+
+    async def two_requests() -> None:
+        batcher = Batcher(model, max_batch=32, max_wait=1.0)
+        batcher.start()
+
+        async def request(value: int, decode_s: float) -> np.ndarray:
+            with batcher.coming(1):
+                await asyncio.sleep(decode_s)
+                return (await batcher.submit_all([_picture(value)]))[0]
+
+        first = asyncio.ensure_future(request(1, 0.0))
+        second = asyncio.ensure_future(request(2, 0.1))
+        assert [int(r[0]) for r in await asyncio.gather(first, second)] == [1, 2]
+        await batcher.stop()
+
+    asyncio.run(two_requests())
+    assert model.sizes == [2]
 
 
 def test_requests_queued_during_a_batch_go_next_together() -> None:
@@ -109,10 +136,11 @@ def test_a_cancelled_request_is_left_out() -> None:
     async def cancel_one() -> None:
         batcher = Batcher(model, max_batch=8, max_wait=0.1)
         batcher.start()
-        gone = asyncio.ensure_future(batcher.submit(_picture(1)))
-        kept = asyncio.ensure_future(batcher.submit(_picture(2)))
-        await asyncio.sleep(0.01)
-        gone.cancel()
+        with batcher.coming(1):  # the batch waits for a third picture, so the cancel lands before it runs
+            gone = asyncio.ensure_future(batcher.submit(_picture(1)))
+            kept = asyncio.ensure_future(batcher.submit(_picture(2)))
+            await asyncio.sleep(0.01)
+            gone.cancel()
         assert int((await kept)[0]) == 2
         await batcher.stop()
 

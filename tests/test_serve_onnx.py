@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from torch import nn
 
 from transferkit.errors import UserError
+from transferkit.inference.session import OnnxClassifier
 from transferkit.io.bundle import load_bundle
 from transferkit.serve.app import create_app
 from transferkit.serve.classifier import load_classifier
-from transferkit.serve.onnx_classifier import OnnxClassifier
 from transferkit.serve.settings import ServeSettings
 from transferkit.serve.torch_classifier import TorchClassifier
 from transferkit.training.run import TrainResult

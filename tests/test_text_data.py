@@ -67,6 +67,10 @@ def test_json_lines(tmp_path: Path) -> None:
                                                             (len(SPAM) + len(HAM) + 2, "missing label")]
     with pytest.raises(UserError, match="no record has a 'body' field"):
         read_texts(tmp_path / "mail.jsonl", text_column="body")
+    array = tmp_path / "array.json"
+    array.write_text('[{"text": "hi", "label": "a"}]', encoding="utf-8")
+    with pytest.raises(UserError, match="is one JSON array; write one JSON object per line"):
+        read_texts(array)
 
 
 def test_class_folders_of_txt_files(tmp_path: Path) -> None:

@@ -310,9 +310,13 @@ def _serve(args: argparse.Namespace) -> None:
         for server in servers:
             server.should_exit = True
 
-    app = create_app(lambda: load_classifier(args.model), settings, on_load_failed=stop)
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    app = create_app(lambda: load_classifier(args.model, args.engine, say), settings, on_load_failed=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                           access_log=False, server_header=False, lifespan="on"))
+                                           access_log=False, server_header=False, lifespan="on",
+                                           limit_concurrency=args.max_concurrency))
     servers.append(server)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {args.model} on http://{host}:{args.port} (loading the model; GET /health says when it is "

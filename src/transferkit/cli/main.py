@@ -98,6 +98,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="let pages from ORIGIN call the API (repeatable; default: no CORS)")
     p.add_argument("--top", type=argparse_type(_top_k), default=3, metavar="K",
                    help="classes per image unless a request asks for ?top=K (default 3)")
+    p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+                   help="what runs a run folder: auto (ONNX Runtime on a CPU, its graph made once and cached; "
+                        "PyTorch where a GPU is present), onnx, or torch (default auto)")
+    p.add_argument("--max-concurrency", type=argparse_type(_at_least(1)), default=256, metavar="N",
+                   help="most connections and requests at once; beyond it the server answers 503 at once instead "
+                        "of queueing without end (default 256)")
 
 
 def _iterations(text: str) -> int:

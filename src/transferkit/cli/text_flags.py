@@ -55,6 +55,9 @@ def text_options(args: argparse.Namespace, command: argparse.ArgumentParser) -> 
             command.error(f"argument {flag(given[0])}: is for texts, and {args.data} holds images (pass "
                           f"--modality text if it holds texts)")
         return None
+    if args.command == "train" and args.resume:
+        command.error("argument --resume: is for the image strategies; on texts, run the same command again (its "
+                      "embeddings are cached and reused)")
     if args.command in ("train", "extract"):
         for name in IMAGE_ONLY:
             if name in vars(args) and getattr(args, name) != getattr(TrainConfig(), name):

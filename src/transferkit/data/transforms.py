@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from transferkit.data.pixels import MAX_ASPECT
 from transferkit.data.preprocess import Augmentation, Preprocessing
 
 __all__ = ["eval_transform", "train_transform"]
@@ -26,18 +27,13 @@ def _to_normalised_tensor(p: Preprocessing) -> list[Callable[[Any], Any]]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(p.mean), std=list(p.std))]
 
 
-# A 40000x3 strip is a small file, but scaling its short side up to 256 would make a 3.4-gigapixel picture.
-# Beyond this aspect ratio the long side is capped instead (the centre crop then pads the short side).
-_MAX_ASPECT = 8
-
-
 def eval_transform(p: Preprocessing, normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the shorter side to `resize_size` (the longer one to at most 8x that), centre-crop `input_size`,
     normalise (or, with `normalise=False`, stop at a uint8 tensor and leave normalisation to the engine,
-    batched: much cheaper)."""
+    batched: much cheaper). `pixels.crop_pixels` is the same resize and crop without torch."""
     interpolation = _INTERPOLATIONS[p.interpolation]
     return v2.Compose([
-        v2.Resize(p.resize_size, interpolation=interpolation, antialias=True, max_size=_MAX_ASPECT * p.resize_size),
+        v2.Resize(p.resize_size, interpolation=interpolation, antialias=True, max_size=MAX_ASPECT * p.resize_size),
         v2.CenterCrop(p.input_size),
         *(_to_normalised_tensor(p) if normalise else [v2.ToImage()]),
     ])

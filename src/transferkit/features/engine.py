@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,20 +22,15 @@ from torch import nn
 from transferkit._version import __version__
 from transferkit.data.preprocess import Preprocessing
 from transferkit.features.source import ENGINES
-from transferkit.inference.onnx import OPSET, cpu_session, export_module
+from transferkit.inference.onnx import OPSET, export_module
+from transferkit.inference.session import cpu_session
 from transferkit.io.atomic import atomic_write_text
+from transferkit.io.locations import cache_dir  # re-exported: the engine's callers found it here
 from transferkit.runtime import Runtime
 
 __all__ = ["ENGINES", "PARITY_TOLERANCE", "Engine", "cache_dir", "make_engine", "module_sha256"]
 
 PARITY_TOLERANCE = 1e-3  # max absolute difference of pooled features, ONNX Runtime vs PyTorch
-
-
-def cache_dir() -> Path:
-    """$TRANSFERKIT_CACHE, else $XDG_CACHE_HOME/transferkit, else ~/.cache/transferkit."""
-    if os.environ.get("TRANSFERKIT_CACHE"):
-        return Path(os.environ["TRANSFERKIT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferkit"
 
 
 def module_sha256(module: nn.Module) -> str:

@@ -9,7 +9,6 @@ that does not match (max |Δprobability| ≤ 1e-4, top-1 agreement 100%) is refu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,16 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transferkit._version import __version__
 from transferkit.data.images import BadImage, load_image
 from transferkit.data.preprocess import Preprocessing
 from transferkit.data.transforms import eval_transform
 from transferkit.errors import UserError
 from transferkit.inference.graph import PARITY_TOLERANCE, Probabilities, export_graph, graph_path
-from transferkit.inference.onnx import cpu_session
 from transferkit.inference.quantize import Int8Result, quantize_int8
 from transferkit.inference.runner import make_runner
-from transferkit.inference.session import OnnxClassifier
+from transferkit.inference.session import OnnxClassifier, cpu_session, metadata
 from transferkit.io.atomic import atomic_write_bytes
 from transferkit.io.bundle import load_bundle
 from transferkit.runtime import Runtime
@@ -65,20 +62,6 @@ class Export:
     images: int
     parity: list[Parity]
     int8: Int8Result | None  # None unless asked for
-
-
-def metadata(meta: dict[str, Any], p: Preprocessing) -> dict[str, str]:
-    """The `metadata_props` of an exported bundle: everything needed to feed it, without transferkit."""
-    return {
-        "classes": json.dumps(list(meta["class_names"])),
-        "preprocessing": json.dumps({
-            "input": "uint8 RGB (N, H, W, 3); the graph normalises", "resize": "shorter side", "crop": "center",
-            "resize_size": p.resize_size, "input_size": p.input_size, "crop_pct": p.crop_pct,
-            "interpolation": p.interpolation, "mean": list(p.mean), "std": list(p.std)}),
-        "bundle_sha256": str(meta.get("weights_sha256", "")),
-        "transferkit_version": __version__,
-        "backbone": str(meta["backbone"]["name"]),
-    }
 
 
 def export_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], check: str | os.PathLike[str] | None = None,

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferkit.inference.onnx import cpu_session
-from transferkit.inference.session import OnnxClassifier
+from transferkit.inference.session import OnnxClassifier, cpu_session
 from transferkit.io.atomic import atomic_write_bytes
 
 __all__ = ["MIN_AGREEMENT", "MIN_SPEEDUP", "SPEED_BATCH", "Int8Result", "quantize_int8"]

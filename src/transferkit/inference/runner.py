@@ -22,8 +22,7 @@ from torch import nn
 
 from transferkit.data.preprocess import Preprocessing
 from transferkit.inference.graph import PARITY_TOLERANCE, Probabilities, export_graph, graph_path, parity
-from transferkit.inference.onnx import cpu_session
-from transferkit.inference.session import OnnxClassifier
+from transferkit.inference.session import OnnxClassifier, cpu_session
 from transferkit.runtime import Runtime
 
 __all__ = ["EXPORT_PAYS", "RUNNERS", "Runner", "make_runner"]
@@ -43,6 +42,8 @@ class Runner:
     batch_size: int  # images per call
     note: str  # which, and why
     classifier: OnnxClassifier | None = None
+    graph: Path | None = None  # the ONNX graph file the classifier runs
+    parity: float | None = None  # its largest probability difference from PyTorch
     _module: Probabilities | None = None
     _runtime: Runtime | None = None
 
@@ -88,7 +89,8 @@ def make_runner(net: nn.Module, preprocessing: Preprocessing, runtime: Runtime, 
         reason = f"ONNX Runtime differs from PyTorch by {worst:.2g} > {PARITY_TOLERANCE}"
         log.warning(f"running on PyTorch: {reason}")
         return pytorch(reason)
-    return Runner("onnxruntime", ONNX_BATCH, f"ONNX Runtime (matches PyTorch to {worst:.1e})", classifier)
+    return Runner("onnxruntime", ONNX_BATCH, f"ONNX Runtime (matches PyTorch to {worst:.1e})", classifier, path,
+                  worst)
 
 
 def _readable(path: Path) -> bool:
@@ -99,13 +101,19 @@ def _readable(path: Path) -> bool:
         return False
 
 
-_LOADED: dict[Path, tuple[object, float]] = {}  # this process's sessions and their parity, by graph file
+_LOADED: dict[Path, tuple[object, float, tuple[int, int]]] = {}  # sessions, their parity and file stamp, by file
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """The file's modification time and size: a graph rewritten since this process checked it is checked again."""
+    status = path.stat()
+    return status.st_mtime_ns, status.st_size
 
 
 def _checked(module: Probabilities, size: int, path: Path, classes: tuple[str, ...]) -> tuple[OnnxClassifier, float]:
     """A classifier on the graph at `path` and its largest difference from PyTorch. A cached file that does not
     load or does not match is exported again, once."""
-    if path not in _LOADED or not path.is_file():
+    if path not in _LOADED or not path.is_file() or _LOADED[path][2] != _stamp(path):
         fresh = not path.is_file()
         if fresh:
             export_graph(module, size, path)
@@ -121,6 +129,6 @@ def _checked(module: Probabilities, size: int, path: Path, classes: tuple[str, .
             export_graph(module, size, path)
             session = cpu_session(path)
             worst = parity(OnnxClassifier(session, classes).predict, module, size)
-        _LOADED[path] = session, worst
-    session, worst = _LOADED[path]
+        _LOADED[path] = session, worst, _stamp(path)
+    session, worst, _ = _LOADED[path]
     return OnnxClassifier(session, classes), worst

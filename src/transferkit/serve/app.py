@@ -194,12 +194,17 @@ def create_app(load: Callable[[], Classifier], settings: ServeSettings | None = 
         k = _top(request.query_params.get("top"), settings.top)
         uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_files)
         loop = asyncio.get_running_loop()
-        try:
-            pixels = await asyncio.gather(*(loop.run_in_executor(decoders, classifier.preprocess, data, name)
-                                            for name, data in uploads))
-        except BadImage as exc:
-            raise Refused(400, f"{exc.path}: {exc.reason}", "bad_image") from None
-        rows = await asyncio.gather(*(batcher.submit(p) for p in pixels))
+        with batcher.coming(len(uploads)):
+            decoded = await asyncio.gather(*(loop.run_in_executor(decoders, classifier.preprocess, data, name)
+                                             for name, data in uploads), return_exceptions=True)
+        failed = [d for d in decoded if isinstance(d, BaseException)]
+        if any(not isinstance(d, BadImage) for d in failed):
+            raise next(d for d in failed if not isinstance(d, BadImage))
+        if failed:  # every bad file named at once, so one correction fixes the request
+            raise Refused(400, "; ".join(f"{d.path}: {d.reason}" for d in failed if isinstance(d, BadImage)),
+                          "bad_image")
+        pixels = [d for d in decoded if isinstance(d, np.ndarray)]
+        rows = await batcher.submit_all(pixels)
         classes = classifier.classes
         return JSONResponse([{"path": name, "predictions": ranked(row, classes, k)}
                              for (name, _), row in zip(uploads, rows)])

@@ -2,8 +2,9 @@
 them) run through the model as one batch, in one worker thread, off the event loop.
 
 A batch of 16 costs far less than 16 batches of one on a CPU (and much less on a GPU), so under load the server
-answers more requests per second; when idle, a lone request waits at most `max_wait`. The deadline counts from
-the first waiting picture's arrival, so pictures that queued up during the previous batch go at once.
+answers more requests per second. The deadline counts from the first waiting picture's arrival, so pictures that
+queued up during the previous batch go at once. The batch waits only while more pictures are on their way (the
+server says so with `coming` while it decodes a request): a lone request on an idle server does not wait at all.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,7 @@ class Batcher:
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
         self.on_batch = on_batch
         self._waiting: deque[_Waiting] = deque()
+        self._coming = 0  # pictures being decoded that will be submitted soon
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferkit-inference")
@@ -64,14 +67,28 @@ class Batcher:
                 item.future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=False)
 
+    @contextmanager
+    def coming(self, count: int) -> Iterator[None]:
+        """While inside, `count` more pictures are on their way: a waiting batch waits for them (up to
+        `max_wait`) instead of running at once."""
+        self._coming += count
+        try:
+            yield
+        finally:
+            self._coming -= count
+
     async def submit(self, pixels: np.ndarray) -> np.ndarray:
+        return (await self.submit_all([pixels]))[0]
+
+    async def submit_all(self, pictures: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each picture's row, the pictures queued together (one request's pictures share a batch)."""
         if self._task is None or self._task.done() or self._arrived is None:
             raise RuntimeError("the batcher is not running")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._waiting.append(_Waiting(pixels, future, loop.time()))
+        futures: list[asyncio.Future[np.ndarray]] = [loop.create_future() for _ in pictures]
+        self._waiting.extend(_Waiting(p, f, loop.time()) for p, f in zip(pictures, futures))
         self._arrived.set()
-        return await future
+        return list(await asyncio.gather(*futures))
 
     async def _collect(self) -> None:
         assert self._arrived is not None
@@ -82,7 +99,7 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             remaining = self._waiting[0].arrived + self.max_wait - loop.time()
-            while len(self._waiting) < self.max_batch and remaining > 0:
+            while len(self._waiting) < self.max_batch and remaining > 0 and self._coming > 0:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)

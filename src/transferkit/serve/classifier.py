@@ -1,10 +1,12 @@
 """What the server needs from a model, and nothing else: its classes, how to turn upload bytes into the
 picture it takes, and probabilities for a batch of those pictures.
 
-The server (`app`, `batcher`) only knows this protocol, so a run folder (PyTorch, `torch_classifier`) and an
-exported `.onnx` file (ONNX Runtime, `onnx_classifier`) serve the same way. Both preprocess with the same code
-as `transferkit predict` (`data.images` decoding, `data.transforms.eval_transform` resize and crop), stopping
-at uint8 pixels; normalisation happens batched inside `predict`.
+The server (`app`, `batcher`) only knows this protocol. An exported `.onnx` file, and on a CPU a run folder or
+checkpoint, are served by ONNX Runtime (`inference.session.OnnxClassifier`; a run's checked graph is found in the
+cache without importing torch, `inference.bundle_graph`). On a GPU, when asked (`engine="torch"`), or when the
+graph cannot be used, a run is served by PyTorch (`torch_classifier`). Both preprocess as `transferkit predict`
+does (the safe decoder, then its resize and centre crop, `data.pixels`), stopping at uint8 pixels; normalisation
+happens batched inside `predict`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from transferkit.errors import UserError
+from transferkit.inference.session import OnnxClassifier
 
-if TYPE_CHECKING:
-    from PIL import Image
+__all__ = ["ENGINES", "Classifier", "check_model_path", "gpu_visible", "load_classifier"]
 
-    from transferkit.data.preprocess import Preprocessing
-
-__all__ = ["Classifier", "check_model_path", "load_classifier", "pixels_from_bytes", "uint8_transform"]
+ENGINES = ("auto", "onnx", "torch")
 
 
 class Classifier(Protocol):
@@ -47,26 +47,6 @@ class Classifier(Protocol):
         """uint8 (N, input_size, input_size, 3) pictures to float (N, classes) probabilities."""
 
 
-def uint8_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], np.ndarray]:
-    """`predict`'s resize and centre crop (`eval_transform`), stopping at uint8 HWC pixels."""
-    from transferkit.data.transforms import eval_transform
-
-    transform = eval_transform(preprocessing, normalise=False)
-
-    def pixels(image: Image.Image) -> np.ndarray:
-        return np.ascontiguousarray(transform(image).permute(1, 2, 0).numpy())
-
-    return pixels
-
-
-def pixels_from_bytes(data: bytes, name: str, preprocessing: Preprocessing,
-                      transform: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
-    """Decode like `predict` (the safe loader, JPEGs drafted at the resize size) and transform."""
-    from transferkit.data.images import decode_image
-
-    return transform(decode_image(data, name, min_size=preprocessing.resize_size))
-
-
 def check_model_path(path: str | os.PathLike[str]) -> Path:
     """A run folder, a checkpoint.safetensors or an .onnx file that exists: checked before anything heavy loads."""
     path = Path(path)
@@ -79,13 +59,47 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_classifier(path: str | os.PathLike[str]) -> Classifier:
-    """The classifier in a run folder or checkpoint (PyTorch) or an exported .onnx file (ONNX Runtime)."""
+def gpu_visible() -> bool:
+    """Whether an NVIDIA GPU is there for this process, told without importing torch (its driver's listing)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return gpus.is_dir() and any(gpus.iterdir())
+    except OSError:
+        return False
+
+
+def load_classifier(path: str | os.PathLike[str], engine: str = "auto",
+                    say: Callable[[str], None] = lambda message: None) -> Classifier:
+    """The classifier of an .onnx file, a run folder or a checkpoint; `say` is told which engine runs it and why.
+    `engine`: auto (ONNX Runtime, but PyTorch for a run on a machine with a GPU), onnx, or torch (runs only)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     path = check_model_path(path)
     if path.suffix.lower() == ".onnx":
-        from transferkit.serve.onnx_classifier import OnnxClassifier
-
+        if engine == "torch":
+            raise UserError(f"{path} is an ONNX file, which only ONNX Runtime runs: drop --engine torch, or serve "
+                            f"the run folder it was exported from")
+        say("engine: ONNX Runtime (an exported file)")
         return OnnxClassifier.load(path)
+    if engine == "auto" and gpu_visible():
+        engine, why = "torch", "a GPU is present"
+    else:
+        why = "asked for"
+    if engine != "torch":
+        from transferkit.inference.bundle_graph import cached_classifier, graph_classifier
+
+        found = cached_classifier(path)
+        if found.classifier is None:
+            say(f"{found.note}: loading the run with PyTorch to make and check it")
+            found = graph_classifier(path)
+        if found.classifier is not None:
+            say(f"engine: {found.note}")
+            return found.classifier
+        why = found.note
     from transferkit.serve.torch_classifier import TorchClassifier
 
-    return TorchClassifier.load(path)
+    classifier = TorchClassifier.load(path)
+    say(f"engine: PyTorch on {classifier.runtime.device.type} ({why})")
+    return classifier

@@ -1,24 +1,24 @@
-"""A trained run served with PyTorch: the bundle loaded by `io.bundle.load_bundle`, normalisation batched on
-uint8 pixels (the same arithmetic as `eval_transform`: x / 255, minus mean, over std), then a softmax."""
+"""A trained run served with PyTorch (on a GPU, when asked, or when its ONNX graph cannot be used): the bundle
+loaded by `io.bundle.load_bundle`, normalisation batched on uint8 pixels (the same arithmetic as `eval_transform`:
+x / 255, minus mean, over std), then a softmax."""
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from transferkit._version import __version__
+from transferkit.data.images import decode_image
+from transferkit.data.pixels import crop_pixels
 from transferkit.data.preprocess import Preprocessing
 from transferkit.io.bundle import load_bundle
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
-from transferkit.serve.classifier import pixels_from_bytes, uint8_transform
 
 __all__ = ["TorchClassifier"]
 
@@ -33,7 +33,6 @@ class TorchClassifier:
         self.meta = meta
         self.source = source
         self.preprocessing: Preprocessing = model.preprocessing
-        self._transform: Callable[[Image.Image], np.ndarray] = uint8_transform(self.preprocessing)
         p = self.preprocessing
         self._mean = torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -64,7 +63,7 @@ class TorchClassifier:
         }
 
     def preprocess(self, data: bytes, name: str = "upload") -> np.ndarray:
-        return pixels_from_bytes(data, name, self.preprocessing, self._transform)
+        return crop_pixels(decode_image(data, name, min_size=self.preprocessing.resize_size), self.preprocessing)
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> np.ndarray:

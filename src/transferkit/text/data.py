@@ -63,8 +63,7 @@ class LabelledTexts:
         return len(self.texts)
 
     def counts(self) -> dict[str, int]:
-        per_label = np.bincount(self.labels, minlength=len(self.classes)) if len(self.labels) else [0] * len(
-            self.classes)
+        per_label = np.bincount(self.labels.astype(np.int64), minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, per_label)}
 
     def subset(self, indices: list[int] | np.ndarray) -> LabelledTexts:
@@ -205,6 +204,9 @@ def _read_table(path: Path, text_column: str, label_column: str | None,
         raise UserError(f"{path} is empty — {_HINT}")
     if path.suffix.lower() == ".csv":
         return _csv_rows(path, content, text_column, label_column, replace_invalid_utf8)
+    if content.lstrip().startswith("["):
+        raise UserError(f"{path} is one JSON array; write one JSON object per line (JSON Lines), such as "
+                        f'{{"{text_column}": "...", "{label_column or "label"}": "..."}}')
     return _jsonl_rows(path, content, text_column, label_column, replace_invalid_utf8)
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from transferkit.errors import UserError
 from transferkit.text.encoders import DEFAULT_ENCODER, TextEncoderSpec, get_encoder
-from transferkit.text.weights import EncoderFiles, encoder_files
+from transferkit.text.weights import TOKENIZER, EncoderFiles, encoder_files
 
 __all__ = ["EncoderModule", "SentenceEncoder", "Tokens"]
 
@@ -71,6 +71,7 @@ class SentenceEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_tokens)
         self.pad_id = int(getattr(module.transformer.config, "pad_token_id", None) or 0)
+        self._tokenizer_sha256 = files.tokenizer_sha256
 
     @classmethod
     def load(cls, name: str = DEFAULT_ENCODER, max_tokens: int | None = None) -> SentenceEncoder:
@@ -82,7 +83,7 @@ class SentenceEncoder:
         if max_tokens is not None and not 2 <= max_tokens <= limit:
             raise UserError(f"--max-tokens {max_tokens} is outside what {spec.name} reads: choose 2 to {limit}")
         transformer = _read_transformer(files)
-        tokenizer = Tokenizer.from_file(str(files.folder / "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(str(files.folder / TOKENIZER))
         module = EncoderModule(transformer, spec.pooling, spec.normalize).eval()
         log.debug(f"text encoder {spec.name} from {files.source} ({files.folder})")
         return cls(spec, tokenizer, module, files, max_tokens)
@@ -92,8 +93,9 @@ class SentenceEncoder:
         return self.spec.dim
 
     def preprocessing(self) -> dict[str, object]:
-        """What a bundle records so that prediction tokenises and pools exactly as training did."""
-        return self.spec.preprocessing(self.max_tokens)
+        """What a bundle records so that prediction tokenises and pools exactly as training did: the row's
+        values, the window, and the sha256 of the tokenizer file."""
+        return {**self.spec.preprocessing(self.max_tokens), "tokenizer_sha256": self._tokenizer_sha256}
 
     def encode_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Each text's token ids (the row's prefix first, cut to the window), and whether it was cut."""

@@ -14,10 +14,11 @@ from transferkit.io.hashing import sha256_file
 from transferkit.io.network import connect_target, quiet_hub_retries, reachable
 from transferkit.text.encoders import TextEncoderSpec
 
-__all__ = ["EncoderFiles", "encoder_files", "encoder_available", "packaged_folder"]
+__all__ = ["TOKENIZER", "WEIGHTS", "EncoderFiles", "encoder_available", "encoder_files", "packaged_folder"]
 
 WEIGHTS = "model.safetensors"
-NEEDED = ("config.json", "tokenizer.json", WEIGHTS)  # what loading reads; the rest of a repository is not fetched
+TOKENIZER = "tokenizer.json"
+NEEDED = ("config.json", TOKENIZER, WEIGHTS)  # what loading reads; the rest of a repository is not fetched
 _FETCHED = (*NEEDED, "tokenizer_config.json", "special_tokens_map.json", "modules.json", "sentence_bert_config.json",
             "1_Pooling/config.json")
 
@@ -28,7 +29,11 @@ class EncoderFiles:
 
     folder: Path
     source: str  # "package:NAME", "hf-hub:REPO" or "folder:PATH"
-    sha256: str
+    sha256: str  # of the weights file
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return sha256_file(self.folder / TOKENIZER)
 
 
 def packaged_folder(spec: TextEncoderSpec) -> Path | None:

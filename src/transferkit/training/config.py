@@ -30,7 +30,7 @@ LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
-STRATEGY_NAMES = ("extract", "frozen", "finetune")
+STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto")
 
 
 class ConfigError(UserError):
@@ -149,7 +149,8 @@ class TrainConfig:
         "deep, mid, shallow, a block name or None (deep)")
     strategy: str = option(
         "finetune", "finetune: head, then the top blocks; frozen: the head on the frozen base, with augmentation; "
-                    "extract: the head on cached features, in seconds",
+                    "extract: the head on cached features, in seconds; auto: the probe, then fine-tuning with a "
+                    "tested augmentation, kept only if better on validation",
         lambda v: v in STRATEGY_NAMES, f"one of {', '.join(STRATEGY_NAMES)}",
         metavar="{" + ",".join(STRATEGY_NAMES) + "}")
     views: int = _count(0, "augmented views of each image to cache beside the plain one, for the extract "

@@ -3,10 +3,12 @@
 - `finetune` (the default): the two-stage recipe (`Learner.fine_tune`): the head on the frozen base, then the
   top blocks unfrozen at lower, spread rates;
 - `frozen`: stage 1 only;
-- `extract`: only the head, on features the frozen base computed once (cached), in seconds.
+- `extract`: only the head, on features the frozen base computed once (cached), in seconds;
+- `auto`: the probe first, then fine-tuning with a tested augmentation, kept only if it beats the probe on
+  validation (`auto.py`).
 
 `train` runs one of them from a folder to a bundle. Each strategy is a function of a `Run` in `STRATEGIES`, so
-a new one (such as an automatic choice) is one more row.
+a new one is one more row.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from transferkit.io.bundle import CHECKPOINT_FILE
 from transferkit.io.logfile import details, log_to_file
 from transferkit.model import HeadConfig, TransferModel
 from transferkit.runtime import Runtime
+from transferkit.training.auto import train_auto
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar
 from transferkit.training.config import STRATEGY_NAMES, TrainConfig
 from transferkit.training.head_fit import fit_head
@@ -189,10 +192,16 @@ def _train_on_features(run: Run) -> TrainResult:
     return TrainResult(model, run.out, fitted.history, val_metrics, test_metrics, list(data.skipped), data.val)
 
 
+def _train_auto(run: Run) -> TrainResult:
+    """`auto`: the probe, then fine-tuning with a tested augmentation; the better on validation (`auto`)."""
+    return train_auto(run, _train_on_features, _train_images)
+
+
 STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {
     "extract": _train_on_features,
     "frozen": _train_images,
     "finetune": _train_images,
+    "auto": _train_auto,
 }
 assert tuple(STRATEGIES) == STRATEGY_NAMES, "every strategy TrainConfig accepts has a function here"
 
