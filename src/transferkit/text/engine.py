@@ -25,9 +25,11 @@ import numpy as np
 import torch
 
 from transferkit._version import __version__
-from transferkit.features.engine import cache_dir, module_sha256
-from transferkit.inference.onnx import OPSET, cpu_session
+from transferkit.features.engine import module_sha256
+from transferkit.inference.onnx import OPSET
+from transferkit.inference.session import cpu_session
 from transferkit.io.atomic import atomic_writer
+from transferkit.io.locations import cache_dir
 from transferkit.text.encoder import SentenceEncoder
 
 __all__ = ["PARITY_TOLERANCE", "TEXT_ENGINES", "TextEngine", "make_text_engine"]
