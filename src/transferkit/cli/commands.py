@@ -216,6 +216,10 @@ def _demo(args: argparse.Namespace) -> None:
     from transferkit.data.files import EXAMPLE_DATA
     from transferkit.training.strategies import train
 
+    if args.text:
+        text_commands.demo_text(args.out or Path("runs/demo-text"), _runtime())
+        return
+    args.out = args.out or Path("runs/demo")
     print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
     runtime = _runtime()
     train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=runtime)

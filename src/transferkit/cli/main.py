@@ -225,8 +225,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("--json", action="store_true")
     p.add_argument("--text", action="store_true", dest="list_text", help="list the text encoders instead")
 
-    p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample; test accuracy and an HTML report")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p = sub.add_parser("demo", help="train on the bundled Fashion-MNIST sample (--text: the SpamAssassin e-mail "
+                                    "sample); test accuracy and an HTML report")
+    p.add_argument("--text", action="store_true", help="the text demo: a sentence encoder on 400 e-mails, ham or spam")
+    p.add_argument("--out", type=Path, default=None, help="where the run goes (default: runs/demo, runs/demo-text)")
     return parser, dict(sub.choices)
 
 

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from transferkit.text.config import TextConfig
     from transferkit.text.data import BadRow, LabelledTexts
 
-__all__ = ["evaluate_text", "extract_text", "predict_text", "print_encoders", "report_text", "train_text_command"]
+__all__ = ["EXAMPLE_TEXTS", "demo_text", "evaluate_text", "extract_text", "predict_text", "print_encoders",
+           "report_text", "train_text_command"]
 
 _SHOWN_CHARS = 80  # of a text, in the plain-text output of predict
+EXAMPLE_TEXTS = Path(__file__).resolve().parent.parent / "example_data" / "spam-assassin"  # see its README.md
 
 
 def _print_bad(bad: Sequence[BadRow], what: str = "row(s)") -> None:
@@ -153,3 +155,22 @@ def print_encoders(as_json: bool) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
     for line in lines:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(line, widths)), line[-1]]))
+
+
+def demo_text(out: Path, runtime: Runtime) -> None:
+    """`demo --text`: the text defaults on the bundled SpamAssassin sample, test accuracy and the HTML report."""
+    from transferkit.text.config import TextConfig
+    from transferkit.text.train import DEFAULT_TEXT_STRATEGY, train_text
+
+    data, test = EXAMPLE_TEXTS / "emails.csv", EXAMPLE_TEXTS / "test.csv"
+    print(f"demo: text classification with a pretrained sentence encoder on {data} (400 e-mails, ham or spam; "
+          f"test: 100 more in {test.name})")
+    cfg = TrainConfig(strategy=DEFAULT_TEXT_STRATEGY)
+    result = train_text(data, out, cfg, TextConfig(), test, runtime=runtime)
+    line = f"validation accuracy {result.val_metrics.accuracy:.3f}"
+    if result.test_metrics is not None:
+        line += f", test accuracy {result.test_metrics.accuracy:.3f}"
+    print(f"{line}; the model is in {out}")
+    _write_report(out, test, out / "report.html", "the bundled SpamAssassin test e-mails", TextConfig(),
+                  runtime=runtime)
+    print(f'try it: transferkit predict {out} "You have WON a free cruise, reply now" "Are we still on for lunch?"')
