@@ -101,7 +101,8 @@ def test_parameters_are_train_configs_fields_with_its_defaults() -> None:
 
 def test_bad_parameters_are_refused_by_fit_not_by_the_constructor() -> None:
     bad = TransferClassifier(strategy="nope")  # scikit-learn's rule: __init__ only stores
-    with pytest.raises(UserError, match="strategy must be one of extract, frozen, finetune, auto, got 'nope'"):
+    with pytest.raises(UserError,
+                       match="strategy must be one of extract, frozen, finetune, auto, contrastive, got .nope."):
         bad.fit(np.zeros((4, 8, 8), np.uint8), [0, 0, 1, 1])
     with pytest.raises(UserError, match="probe_epochs must be 1 or more with strategy 'extract'"):
         TransferClassifier(probe_epochs=0).fit(np.zeros((4, 8, 8), np.uint8), [0, 0, 1, 1])

@@ -30,7 +30,7 @@ LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
-STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto")
+STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto", "contrastive")
 AUTO_BACKBONE = "auto"  # --backbone auto: the candidate `transferkit rank` puts first
 
 
@@ -159,6 +159,8 @@ class TrainConfig:
                               "strategy")
     probe_epochs: int = _count(30, "epochs of the head on frozen features: the warm start of stage 1, or all of "
                                    "training with strategy extract; 0 skips the warm start")
+    pair_epochs: int = _count(12, "texts, strategy contrastive: epochs of the contrastive encoder tune, each on "
+                                  "fresh pairs (one of the same class, one of another per text)", minimum=1)
     epochs: int = _count(4, "stage 1 (head) epochs at most; early stopping may end it sooner", minimum=1)
     fine_tune_epochs: int = _count(4, "stage 2 epochs at most; 0 skips fine-tuning")
     unfreeze_blocks: int | None = option(
