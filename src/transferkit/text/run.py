@@ -133,7 +133,7 @@ def fit_head_on_embeddings(run: TextRun, model: TextModel, split: Split, embeddi
     """The head for `cfg.probe_epochs` epochs on the training rows' embeddings, the best epoch on validation
     loss kept (the same `fit_head` as the image `extract`)."""
     cfg = run.cfg
-    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32)) * model.embedding_scale
     y = torch.from_numpy(split.data.labels.astype(np.int64))
     t, v = split.train_idx, split.val_idx
     log.info(f"training the head on the embeddings ({cfg.probe_epochs} epochs, {len(t)} examples)")

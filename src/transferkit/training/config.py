@@ -19,8 +19,9 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option",
-           "TrainConfig", "check_field", "number", "option", "shown", "text", "whole", "whole_or_all"]
+__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "TEXT_ONLY_FIELDS",
+           "ConfigError", "Option", "TrainConfig", "check_field",
+           "number", "option", "shown", "text", "whole", "whole_or_all"]
 
 # The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
 # unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
@@ -30,6 +31,7 @@ LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
+TEXT_ONLY_FIELDS = ("pair_epochs",)  # options only text training reads (the image estimator has no such parameter)
 STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto", "contrastive")
 AUTO_BACKBONE = "auto"  # --backbone auto: the candidate `transferkit rank` puts first
 
