@@ -154,7 +154,9 @@ class TrainConfig:
     strategy: str = option(
         "finetune", "finetune: head, then the top blocks; frozen: the head on the frozen base, with augmentation; "
                     "extract: the head on cached features, in seconds; auto: the probe, then fine-tuning with a "
-                    "tested augmentation, kept only if better on validation",
+                    "tested augmentation, kept only if better on validation (texts: contrastive up to 64 texts in "
+                    "the smallest class, else extract); contrastive (texts only): the encoder tuned on pairs of "
+                    "texts, then the head",
         lambda v: v in STRATEGY_NAMES, f"one of {', '.join(STRATEGY_NAMES)}",
         metavar="{" + ",".join(STRATEGY_NAMES) + "}")
     views: int = _count(0, "augmented views of each image to cache beside the plain one, for the extract "
