@@ -17,7 +17,7 @@ from transferkit.training.config import OPTIONS, ConfigError, TrainConfig
 TRAIN_FLAGS = {  # README, tests/test_resume.py (TINY_FLAGS) and users' scripts rely on these names
     "--backbone", "--weights", "--layer", "--strategy", "--views", "--probe-epochs", "--epochs", "--fine-tune-epochs",
     "--unfreeze-blocks", "--lr", "--fine-tune-lr", "--batch-size", "--val-split", "--seed", "--class-weights",
-    "--patience", "--hidden", "--dropout",
+    "--patience", "--hidden", "--dropout", "--pair-epochs",
 }
 
 
@@ -25,7 +25,7 @@ TRAIN_FLAGS = {  # README, tests/test_resume.py (TINY_FLAGS) and users' scripts 
     ({"epochs": 0}, "epochs must be 1 or more, got 0"),
     ({"strategy": "extract", "probe_epochs": 0}, "probe_epochs must be 1 or more with strategy 'extract'"),
     ({"probe_epochs": -1}, "probe_epochs must be 0 or more, got -1"),
-    ({"strategy": "magic"}, "strategy must be one of extract, frozen, finetune, auto, got 'magic'"),
+    ({"strategy": "magic"}, "strategy must be one of extract, frozen, finetune, auto, contrastive, got 'magic'"),
     ({"lr": math.nan}, "lr must be a positive number such as 1e-3, got nan"),
     ({"fine_tune_lr": math.inf}, "fine_tune_lr must be a positive number such as 1e-4, got inf"),
     ({"val_split": 1.0}, "val_split must be between 0 and 1"),

@@ -30,7 +30,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def text_run(corpus: Path) -> tuple[Path, int, str]:
     """One training run through the command line (its exit code and console), shared by the tests below."""
     out = corpus.parent / "run"
-    code = main(["train", str(corpus), "--out", str(out), "--probe-epochs", "60", "--val-split", "0.25"])
+    code = main(["train", str(corpus), "--out", str(out), "--strategy", "extract", "--probe-epochs", "60",
+                 "--val-split", "0.25"])
     return out, code, (out / "train.log").read_text(encoding="utf-8")
 
 
@@ -54,10 +55,20 @@ def test_train_lists_bad_rows_and_counts_truncation(text_run: tuple[Path, int, s
 
 def test_train_console(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout, _ = _cli(capsys, "train", str(corpus), "--out", str(tmp_path / "run"), "--features",
-                           str(corpus.parent / "run" / "features"), "--max-tokens", "128")
+                           str(corpus.parent / "run" / "features"), "--max-tokens", "128", "--strategy", "extract")
     assert code == 0
     assert f"skipped {len(BAD_CSV_LINES)} row(s)" in stdout and "validation accuracy" in stdout
     assert "embeddings: 25 computed" in stdout  # another window: the cache of 256 tokens is not reused
+
+
+def test_the_default_tunes_the_encoder_for_few_texts_per_class(corpus: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _cli(capsys, "train", str(corpus), "--out", str(tmp_path / "run"), "--max-tokens", "64",
+                           "--pair-epochs", "1")
+    assert code == 0
+    assert "strategy auto: contrastive (the smallest class has" in stdout and "validation accuracy" in stdout
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["auto"]["chosen"] == "contrastive" and meta["encoder"]["in_bundle"] is True
 
 
 def test_evaluate_json_matches_the_image_format(text_run: tuple[Path, int, str], corpus: Path,

@@ -18,4 +18,4 @@ def test_the_text_demo_trains_on_the_bundled_sample(tmp_path: Path, capsys: pyte
     stdout = capsys.readouterr().out
     assert f"the model is in {out}" in stdout and "test accuracy" in stdout and (out / "report.html").is_file()
     test_accuracy = json.loads((out / "model.json").read_text())["metrics"]["test"]["accuracy"]
-    assert test_accuracy > 0.85, stdout  # 0.92 measured: the frozen encoder's embeddings and a linear head
+    assert test_accuracy > 0.85, stdout  # 0.89 measured: the frozen encoder's embeddings and a linear head

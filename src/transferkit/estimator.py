@@ -42,7 +42,7 @@ from transferkit.evaluation.predict import infer_files
 from transferkit.features.engine import cache_dir
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
-from transferkit.training.config import TrainConfig
+from transferkit.training.config import TEXT_ONLY_FIELDS, TrainConfig
 from transferkit.training.loop import EpochResult
 from transferkit.training.strategies import train
 
@@ -128,7 +128,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def train_config(self) -> TrainConfig:
         """The parameters as a `TrainConfig`, which checks them (a `UserError` names the bad value)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)
+                  if f.name not in TEXT_ONLY_FIELDS}
         if values["augmentation"] is None:
             del values["augmentation"]
         return TrainConfig(**values)

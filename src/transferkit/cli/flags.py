@@ -12,7 +12,9 @@ from transferkit.training.config import Option
 
 __all__ = ["DEFAULT_NOTES", "add_flags", "argparse_type", "flag"]
 
-DEFAULT_NOTES = {"strategy": "finetune for images, extract for texts"}  # defaults that depend on the modality
+DEFAULT_NOTES = {  # defaults that depend on the modality
+    "strategy": "finetune for images; auto for texts: contrastive when the smallest class has at most 64 training "
+                "texts, else extract"}
 
 
 def flag(name: str) -> str:

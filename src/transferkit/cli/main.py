@@ -29,6 +29,7 @@ from transferkit.errors import UserError
 from transferkit.features.source import ENGINES
 from transferkit.io.modality import bundle_modality
 from transferkit.io.names import CHECKPOINT_FILE
+from transferkit.text.config import DEFAULT_TEXT_STRATEGY
 from transferkit.text.data import check_text_path
 from transferkit.training.config import OPTIONS, ConfigError, TrainConfig, check_field, number, shown, whole
 
@@ -241,7 +242,7 @@ def _checked_options(args: argparse.Namespace, command: argparse.ArgumentParser)
         if args.command in ("train", "lr-find"):
             values = {name: getattr(args, name) for name, opt in OPTIONS.items() if opt.flag}
             if values["strategy"] is None:
-                values["strategy"] = "extract" if args.modality == "text" else TrainConfig().strategy
+                values["strategy"] = DEFAULT_TEXT_STRATEGY if args.modality == "text" else TrainConfig().strategy
             return TrainConfig(**values)
         for name in SHARED_FIELDS.get(args.command, ()):
             check_field(name, getattr(args, name))

@@ -226,8 +226,12 @@ def _strategy(meta: dict[str, Any]) -> str:
     the stages it actually went through."""
     config = meta.get("train_config") or {}
     named = {"extract": "feature extraction (frozen base, classifier on its features)",
-             "frozen": "frozen base, trained head", "finetune": "frozen base + head, then fine-tuning"}
+             "frozen": "frozen base, trained head", "finetune": "frozen base + head, then fine-tuning",
+             "contrastive": "contrastive encoder tune (SetFit-style), then a head on its embeddings"}
     strategy = config.get("strategy")
+    chosen = (meta.get("auto") or {}).get("chosen")  # texts: what `auto` chose
+    if strategy == "auto" and chosen:
+        return f"auto: {named.get(chosen, str(chosen))}"
     if strategy:
         return named.get(strategy, str(strategy))
     stages = list(dict.fromkeys(h["stage"] for h in meta.get("history") or []))

@@ -11,6 +11,7 @@ encoder.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ def text_model_meta(model: TextModel, extra: dict[str, Any]) -> dict[str, Any]:
         "head": model.head_cfg.to_json(),
         "class_names": model.class_names,
         "temperature": model.temperature,
+        "embedding_scale": model.embedding_scale,
         **extra,
     }
 
@@ -97,6 +99,9 @@ def load_text_bundle(path: str | os.PathLike[str]) -> TextBundle:
         if not model.base_trained and set(weights) != {k for k in model.state_dict() if k.startswith("head.")}:
             raise ValueError(f"the weights file holds {sorted(weights)[:3]}…, expected the head's only")
         model.temperature = checked_temperature(meta.get("temperature", 1.0))
+        model.embedding_scale = float(meta.get("embedding_scale", 1.0))  # bundles from before the scale: 1
+        if not math.isfinite(model.embedding_scale) or model.embedding_scale <= 0:
+            raise ValueError(f"embedding_scale {model.embedding_scale} is not a positive number")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"bundle {path} is incomplete or does not match its description ({exc}); retrain") from None
     model.eval()

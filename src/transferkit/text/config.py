@@ -15,9 +15,10 @@ from transferkit.errors import UserError
 from transferkit.text.encoders import DEFAULT_ENCODER
 from transferkit.training.config import ConfigError, Option, option, whole
 
-__all__ = ["MODALITIES", "TEXT_OPTIONS", "TextConfig", "check_text_field"]
+__all__ = ["DEFAULT_TEXT_STRATEGY", "MODALITIES", "TEXT_OPTIONS", "TextConfig", "check_text_field"]
 
 MODALITIES = ("auto", "image", "text")
+DEFAULT_TEXT_STRATEGY = "auto"  # contrastive for few texts per class, else extract (text/train.py)
 
 
 def _name(value: Any) -> bool:

@@ -1,9 +1,16 @@
 """Training on texts: labelled texts -> a strategy -> a text bundle, with every line in `RUN/train.log`.
 
-What every text strategy shares is here: reading (bad rows and repeats set aside, each listed in the log), the
-seeded stratified split, the test data, calibration and the bundle. A strategy is a function of a `TextRun` in
-`TEXT_STRATEGIES`; `extract` embeds every text once (cached, reused by later runs) and trains the head on the
-embeddings in seconds, with the same head, loop and calibration as the image `extract` strategy.
+A strategy is a function of a `TextRun` in `TEXT_STRATEGIES`; what they share (reading, the split, the head on
+embeddings, calibration, the bundle) is in `text/run.py`.
+- `extract` embeds every text once (cached, reused by later runs) and trains the head on the embeddings in
+  seconds, with the same head, loop and calibration as the image `extract` strategy. `frozen` (the head on the
+  frozen encoder) is the same thing for texts, so it runs `extract`, saying so.
+- `contrastive` tunes the whole encoder SetFit-style on pairs of training texts (`text/contrastive.py`), then the
+  head on the tuned encoder's embeddings; the bundle holds the tuned encoder.
+- `finetune` (`text/finetune.py`) warm-starts the head on the frozen embeddings, then unfreezes the top
+  transformer layers with lower, per-layer rates.
+- `auto` picks by the size of the smallest class in the training split: `contrastive` up to
+  `FEW_SHOT_PER_CLASS` texts, `extract` above (measured on SpamAssassin: benchmarks/RESULTS.md, "Text").
 """
 
 from __future__ import annotations
@@ -12,163 +19,119 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from transferkit._version import __version__
-from transferkit.data.repeats import LEAK
-from transferkit.data.split import stratified_split
 from transferkit.errors import UserError
-from transferkit.evaluation.metrics import Metrics, compute_metrics
 from transferkit.io.logfile import details, log_to_file
-from transferkit.model import HeadConfig
 from transferkit.runtime import Runtime
-from transferkit.text.bundle import save_text_bundle
 from transferkit.text.cache import embed_cached
-from transferkit.text.config import TextConfig
-from transferkit.text.data import LabelledTexts, read_texts
-from transferkit.text.evaluate import evaluate_texts
-from transferkit.text.model import TextModel
-from transferkit.text.repeats import repeated_texts
+from transferkit.text.config import DEFAULT_TEXT_STRATEGY, TextConfig
+from transferkit.text.contrastive import ContrastiveConfig, contrastive_fine_tune
+from transferkit.text.data import LabelledTexts
+from transferkit.text.finetune import finetune_text
+from transferkit.text.run import (
+    Split,
+    TextRun,
+    TextTrainResult,
+    finish,
+    fit_head_on_embeddings,
+    load_training_texts,
+    log_truncated,
+    pretrained_model,
+    split_texts,
+)
 from transferkit.training.config import TrainConfig
-from transferkit.training.head_fit import fit_head
-from transferkit.training.loop import EpochResult
 from transferkit.training.run import LOG_FILE
-from transferkit.training.strategies import fitted_temperature
 
-__all__ = ["TEXT_STRATEGIES", "TextRun", "TextTrainResult", "load_training_texts", "train_text"]
+__all__ = ["DEFAULT_TEXT_STRATEGY", "FEW_SHOT_PER_CLASS", "TEXT_STRATEGIES", "TextRun", "TextTrainResult",
+           "load_training_texts", "text_strategy_for", "train_text"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TextRun:
-    """One text training job's inputs."""
-
-    data: Path | LabelledTexts
-    out: Path
-    cfg: TrainConfig
-    text: TextConfig
-    runtime: Runtime
-    test: Path | None = None
-    features: Path | None = None  # the embedding cache (default out/features)
-    started: float = 0.0
-
-    @property
-    def source(self) -> Path:
-        return self.data.source if isinstance(self.data, LabelledTexts) else self.data
-
-
-@dataclass
-class TextTrainResult:
-    model: TextModel
-    run_dir: Path
-    history: list[EpochResult]
-    val_metrics: Metrics
-    test_metrics: Metrics | None
-    data: LabelledTexts  # the texts trained on (bad rows and repeats in `data.bad`)
-    validation: LabelledTexts  # the validation split, for a report on it
-
-
-def load_training_texts(run: TextRun) -> LabelledTexts:
-    """The labelled texts with repeats set aside; each left-out row in the log, a summary on the console."""
-    t = run.text
-    data = run.data if isinstance(run.data, LabelledTexts) else read_texts(
-        run.data, t.text_column, t.label_column, t.replace_invalid_utf8)
-    data = data.without(repeated_texts(data))
-    if data.bad:
-        log.info(f"skipped {len(data.bad)} row(s) that could not be used; they are listed in {run.out / LOG_FILE}")
-        leaks = sum(LEAK in row.reason for row in data.bad)
-        if leaks:
-            log.info(f"warning: {leaks} of them repeat a text of another class ({LEAK}); each was kept once, in "
-                     f"the first class")
-        for row in data.bad:
-            details().info(f"  skipped {row}")
-    small = [f"{name} ({n} text{'' if n == 1 else 's'})" for name, n in data.counts().items() if n < 2]
-    if small:
-        raise UserError(f"too few texts in {data.source} for class {', '.join(small)}: each class needs at least 2 "
-                        f"— add more texts or remove the class")
-    return data
-
-
-def _log_truncated(truncated: int, total: int, max_tokens: int) -> None:
-    if truncated:
-        log.info(f"{truncated} of {total} texts were longer than {max_tokens} tokens and were truncated "
-                 f"(--max-tokens sets the window)")
+FEW_SHOT_PER_CLASS = 64  # `auto`: contrastive while the smallest class has at most this many training texts
 
 
 def _extract(run: TextRun) -> TextTrainResult:
-    cfg, runtime = run.cfg, run.runtime
     log.info(f"reading {run.source}")
     data = load_training_texts(run)
-    torch.manual_seed(cfg.seed)
-    model = TextModel.from_pretrained(run.text.encoder, data.classes, HeadConfig(cfg.hidden, cfg.dropout),
-                                      run.text.max_tokens)
-    model.base.to(runtime.device)
-    log.info(f"text encoder {model.encoder.spec.name}, weights {model.encoder.files.source}")
+    return _extract_split(run, split_texts(run, data))
+
+
+def _extract_split(run: TextRun, split: Split, record: dict[str, Any] | None = None) -> TextTrainResult:
+    model = pretrained_model(run, split.data)
     folder = run.features or run.out / "features"
-    feats = embed_cached(model.encoder, data, folder, batch_size=max(cfg.batch_size, 64))
+    feats = embed_cached(model.encoder, split.data, folder, batch_size=max(run.cfg.batch_size, 64))
     rate = f", {feats.texts_per_second:.1f} texts/s" if feats.computed else ""
     log.info(f"embeddings: {feats.computed} computed, {feats.reused} reused from {folder} ({feats.seconds:.1f}s{rate})")
-    _log_truncated(int(feats.truncated.sum()), len(data), model.encoder.max_tokens)
-    train_idx, val_idx = stratified_split(data.labels.tolist(), cfg.val_split, cfg.seed)
-    log.info(f"{len(data.classes)} classes, {len(train_idx)} training and {len(val_idx)} validation texts")
-    x = torch.from_numpy(np.array(feats.features))
-    y = torch.from_numpy(data.labels.astype(np.int64))
-    log.info(f"training the head on the embeddings ({cfg.probe_epochs} epochs, {len(train_idx)} examples)")
-    fitted = fit_head(model.head, x[train_idx], y[train_idx], x[val_idx], y[val_idx], len(data.classes), cfg,
-                      runtime)
-    model.eval()
-    val_metrics = compute_metrics(fitted.val_labels, fitted.val_probs, model.class_names)
-    model.temperature = fitted_temperature(fitted.val_probs, fitted.val_labels, "texts")
-    line = f"best {fitted.best}: validation accuracy {val_metrics.accuracy:.3f}"
-    test_metrics = _test_metrics(model, run)
-    if test_metrics is not None:
-        line += f", test accuracy {test_metrics.accuracy:.3f}"
-    log.info(line)
-    validation = data.subset(val_idx)
-    _save(run, model, fitted.history, fitted.best, data, data.subset(train_idx), validation, val_metrics,
-          test_metrics, {"folder": str(folder), "computed": feats.computed, "reused": feats.reused,
-                         "truncated": int(feats.truncated.sum()), "seconds": round(feats.seconds, 2)})
-    return TextTrainResult(model, run.out, fitted.history, val_metrics, test_metrics, data, validation)
+    log_truncated(int(feats.truncated.sum()), len(split.data), model.encoder.max_tokens)
+    fitted = fit_head_on_embeddings(run, model, split, np.array(feats.features))
+    return finish(run, model, split, fitted.history, fitted.best, fitted.val_probs, fitted.val_labels,
+                  {"features": {"folder": str(folder), "computed": feats.computed, "reused": feats.reused,
+                                "truncated": int(feats.truncated.sum()), "seconds": round(feats.seconds, 2)},
+                   **(record or {})})
 
 
-def _test_metrics(model: TextModel, run: TextRun) -> Metrics | None:
-    if run.test is None:
-        return None
-    evaluation = evaluate_texts(model, run.test, run.text)
-    if evaluation.bad:
-        log.info(f"test data: skipped {len(evaluation.bad)} row(s); they are listed in {run.out / LOG_FILE}")
-        for row in evaluation.bad:
-            details().info(f"  skipped (test) {row}")
-    return evaluation.metrics
+def _frozen(run: TextRun) -> TextTrainResult:
+    log.info("strategy frozen on texts is the head on the frozen encoder's embeddings: running extract (the same "
+             "model, with the embeddings cached)")
+    return _extract(run)
 
 
-def _save(run: TextRun, model: TextModel, history: list[EpochResult], best: str, data: LabelledTexts,
-          train: LabelledTexts, val: LabelledTexts, val_metrics: Metrics, test_metrics: Metrics | None,
-          features: dict[str, Any]) -> None:
-    extra = {
-        "train_config": run.cfg.to_json(),
-        "text_config": run.text.to_json(),
-        "history": [h.to_json() for h in history],
-        "best": best,
-        "data": {"source": str(run.source), "classes": list(data.classes), "train": len(train),
-                 "validation": len(val), "skipped": [[row.where(), row.reason] for row in data.bad],
-                 "class_counts": {"train": train.counts(), "validation": val.counts()}},
-        "metrics": {"validation": val_metrics.to_json(), "test": test_metrics.to_json() if test_metrics else None},
-        "seconds": round(time.perf_counter() - run.started, 1),
-        "features": features,
-    }
-    save_text_bundle(model, run.out, extra)
-    log.info(f"saved the model to {run.out} ({time.perf_counter() - run.started:.0f}s in all)")
+def _contrastive(run: TextRun) -> TextTrainResult:
+    log.info(f"reading {run.source}")
+    return _contrastive_split(run, split_texts(run, load_training_texts(run)))
 
 
-TEXT_STRATEGIES: dict[str, Callable[[TextRun], TextTrainResult]] = {"extract": _extract}
-DEFAULT_TEXT_STRATEGY = "extract"
+def _contrastive_split(run: TextRun, split: Split, record: dict[str, Any] | None = None) -> TextTrainResult:
+    cfg = run.cfg
+    model = pretrained_model(run, split.data)
+    train = split.train
+    tune = ContrastiveConfig(epochs=cfg.pair_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+    log.info(f"contrastive tune of the encoder on {len(train)} training texts ({tune.epochs} epochs of "
+             f"{2 * len(train)} pairs, batch {tune.batch_size}, lr {tune.lr:g})")
+    tuned = contrastive_fine_tune(model.encoder, train.texts, train.labels.tolist(), tune)
+    model.base_trained = True
+    started = time.perf_counter()
+    ids, cut = model.encoder.encode_ids(split.data.texts)
+    embeddings = model.encoder.embed_ids(ids, max(cfg.batch_size, 64))
+    log.info(f"embedded {len(ids)} texts with the tuned encoder ({time.perf_counter() - started:.1f}s)")
+    log_truncated(sum(cut), len(ids), model.encoder.max_tokens)
+    fitted = fit_head_on_embeddings(run, model, split, embeddings)
+    return finish(run, model, split, fitted.history, fitted.best, fitted.val_probs, fitted.val_labels,
+                  {"contrastive": {"epochs": tune.epochs, "batch_size": tune.batch_size, "lr": tune.lr,
+                                   "max_tokens": tune.max_tokens, "epoch_losses": tuned.epoch_losses,
+                                   "steps": tuned.steps, "seconds": round(tuned.seconds, 1)},
+                   **(record or {})})
+
+
+def text_strategy_for(split: Split) -> str:
+    """`auto`'s choice: contrastive when the smallest class has at most `FEW_SHOT_PER_CLASS` training texts."""
+    smallest = min(split.train.counts().values())
+    return "contrastive" if smallest <= FEW_SHOT_PER_CLASS else "extract"
+
+
+def _auto(run: TextRun) -> TextTrainResult:
+    log.info(f"reading {run.source}")
+    split = split_texts(run, load_training_texts(run))
+    chosen = text_strategy_for(split)
+    smallest = min(split.train.counts().values())
+    log.info(f"strategy auto: {chosen} (the smallest class has {smallest} training texts; contrastive up to "
+             f"{FEW_SHOT_PER_CLASS})")
+    record = {"auto": {"chosen": chosen, "smallest_class": smallest, "contrastive_up_to": FEW_SHOT_PER_CLASS}}
+    return (_contrastive_split if chosen == "contrastive" else _extract_split)(run, split, record)
+
+
+def _finetune(run: TextRun) -> TextTrainResult:
+    log.info(f"reading {run.source}")
+    return finetune_text(run, split_texts(run, load_training_texts(run)))
+
+
+TEXT_STRATEGIES: dict[str, Callable[[TextRun], TextTrainResult]] = {
+    "extract": _extract, "frozen": _frozen, "finetune": _finetune, "contrastive": _contrastive, "auto": _auto}
 
 
 def train_text(data: str | os.PathLike[str] | LabelledTexts, out: str | os.PathLike[str],
@@ -179,7 +142,7 @@ def train_text(data: str | os.PathLike[str] | LabelledTexts, out: str | os.PathL
     the strategy `cfg.strategy` → a text bundle in `out`, every log line (and each skipped row) in
     `out/train.log`."""
     if cfg.strategy not in TEXT_STRATEGIES:
-        raise UserError(f"strategy {cfg.strategy!r} is not available for text yet: choose one of "
+        raise UserError(f"strategy {cfg.strategy!r} is not available for text: choose one of "
                         f"{', '.join(TEXT_STRATEGIES)}")
     source = data if isinstance(data, LabelledTexts) else Path(data)
     run = TextRun(source, Path(out), cfg, text, runtime or Runtime.detect(), Path(test) if test is not None else None,

@@ -19,8 +19,9 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "ConfigError", "Option",
-           "TrainConfig", "check_field", "number", "option", "shown", "text", "whole", "whole_or_all"]
+__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "TEXT_ONLY_FIELDS",
+           "ConfigError", "Option", "TrainConfig", "check_field",
+           "number", "option", "shown", "text", "whole", "whole_or_all"]
 
 # The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
 # unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
@@ -30,7 +31,8 @@ LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen)
-STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto")
+TEXT_ONLY_FIELDS = ("pair_epochs",)  # options only text training reads (the image estimator has no such parameter)
+STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto", "contrastive")
 AUTO_BACKBONE = "auto"  # --backbone auto: the candidate `transferkit rank` puts first
 
 
@@ -152,13 +154,17 @@ class TrainConfig:
     strategy: str = option(
         "finetune", "finetune: head, then the top blocks; frozen: the head on the frozen base, with augmentation; "
                     "extract: the head on cached features, in seconds; auto: the probe, then fine-tuning with a "
-                    "tested augmentation, kept only if better on validation",
+                    "tested augmentation, kept only if better on validation (texts: contrastive up to 64 texts in "
+                    "the smallest class, else extract); contrastive (texts only): the encoder tuned on pairs of "
+                    "texts, then the head",
         lambda v: v in STRATEGY_NAMES, f"one of {', '.join(STRATEGY_NAMES)}",
         metavar="{" + ",".join(STRATEGY_NAMES) + "}")
     views: int = _count(0, "augmented views of each image to cache beside the plain one, for the extract "
                               "strategy")
     probe_epochs: int = _count(30, "epochs of the head on frozen features: the warm start of stage 1, or all of "
                                    "training with strategy extract; 0 skips the warm start")
+    pair_epochs: int = _count(12, "texts, strategy contrastive: epochs of the contrastive encoder tune, each on "
+                                  "fresh pairs (one of the same class, one of another per text)", minimum=1)
     epochs: int = _count(4, "stage 1 (head) epochs at most; early stopping may end it sooner", minimum=1)
     fine_tune_epochs: int = _count(4, "stage 2 epochs at most; 0 skips fine-tuning")
     unfreeze_blocks: int | None = option(

@@ -205,7 +205,7 @@ STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {
     "finetune": _train_images,
     "auto": _train_auto,
 }
-assert tuple(STRATEGIES) == STRATEGY_NAMES, "every strategy TrainConfig accepts has a function here"
+assert (*STRATEGIES, "contrastive") == STRATEGY_NAMES, "every image strategy TrainConfig accepts has a function here"
 
 
 def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[str],
@@ -218,6 +218,8 @@ def train(data: str | os.PathLike[str] | LabelledFiles, out: str | os.PathLike[s
     With the image strategies the full training state is saved in `out/resume.safetensors` after every epoch;
     `resume=True` continues from it (same options and data required) with the same result as an uninterrupted
     run. (The extract strategy needs no resuming: its features are cached and its head trains in seconds.)"""
+    if cfg.strategy not in STRATEGIES:
+        raise UserError(f"strategy {cfg.strategy!r} is for texts: for images choose one of {', '.join(STRATEGIES)}")
     source = data if isinstance(data, LabelledFiles) else Path(data)
     run = Run(source, Path(out), cfg, runtime or Runtime.detect(), Path(test) if test is not None else None,
               resume, Path(features) if features is not None else None, time.perf_counter())
