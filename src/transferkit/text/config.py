@@ -11,9 +11,8 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transferkit.errors import UserError
 from transferkit.text.encoders import DEFAULT_ENCODER
-from transferkit.training.config import ConfigError, Option, option, whole
+from transferkit.training.config import ConfigError, Option, option, refuse_unknown, whole
 
 __all__ = ["DEFAULT_TEXT_STRATEGY", "MODALITIES", "TEXT_OPTIONS", "TextConfig", "check_text_field"]
 
@@ -52,11 +51,7 @@ class TextConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TextConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown text option(s) {', '.join(unknown)}: known options are "
-                            f"{', '.join(sorted(known))}")
+        refuse_unknown(cls, data, "text")
         return cls(**data)
 
 

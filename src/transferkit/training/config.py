@@ -20,8 +20,8 @@ from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
 __all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "TEXT_ONLY_FIELDS",
-           "ConfigError", "Option", "TrainConfig", "check_field",
-           "number", "option", "shown", "text", "whole", "whole_or_all"]
+           "ConfigError", "Option", "TrainConfig", "check_field", "number", "option", "refuse_unknown", "shown",
+           "text", "whole", "whole_or_all"]
 
 # The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
 # unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
@@ -208,15 +208,20 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown training option(s) {', '.join(unknown)}: "
-                            f"known options are {', '.join(sorted(known))}")
+        refuse_unknown(cls, data, "training")
         values = dict(data)
         if isinstance(values.get("augmentation"), dict):
             values["augmentation"] = Augmentation(**values["augmentation"])
         return cls(**values)
+
+
+def refuse_unknown(config: type, data: dict[str, Any], what: str) -> None:
+    """A one-line `UserError` naming every key of `data` that is not a field of the dataclass `config`."""
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown {what} option(s) {', '.join(unknown)}: known options are "
+                        f"{', '.join(sorted(known))}")
 
 
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig)}
