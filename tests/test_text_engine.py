@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from transferkit.text.encoder import SentenceEncoder
-from transferkit.text.engine import _SESSIONS, PARITY_TOLERANCE, make_text_engine
+from transferkit.text.engine import _SESSIONS, EXPORT_PAYS_OFF, PARITY_TOLERANCE, make_text_engine
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "transferkit" / "example_data" / "spam-assassin"
 
@@ -48,3 +48,24 @@ def test_pytorch_when_asked_and_unknown_engines_refused(encoder: SentenceEncoder
     assert make_text_engine(encoder, "torch").name == "pytorch"
     with pytest.raises(ValueError, match="engine must be one of"):
         make_text_engine(encoder, "tensorrt")
+
+
+def test_the_cached_graph_has_onnx_runtimes_fused_attention(encoder: SentenceEncoder) -> None:
+    import onnx
+
+    make_text_engine(encoder)
+    (path,) = [p for p in _SESSIONS if p.name.startswith("text-")]
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"Attention", "BiasGelu"} <= ops, sorted(ops)  # the eager-attention trace, fused
+    assert "Softmax" not in ops
+
+
+def test_a_few_texts_export_no_graph_but_use_one_that_is_cached(encoder: SentenceEncoder, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    _SESSIONS.clear()
+    few = make_text_engine(encoder, texts=EXPORT_PAYS_OFF - 1)
+    assert few.name == "pytorch" and "costs more than it saves" in few.note
+    assert not list(tmp_path.rglob("*.onnx"))
+    assert make_text_engine(encoder, texts=EXPORT_PAYS_OFF).name == "onnxruntime"  # enough texts: exported
+    assert make_text_engine(encoder, texts=3).name == "onnxruntime"  # now cached: used for a few texts too

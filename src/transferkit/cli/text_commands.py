@@ -82,13 +82,13 @@ def extract_text(args: argparse.Namespace, runtime: Runtime) -> None:
     data = read_texts(args.data, cfg.text_column, cfg.label_column, cfg.replace_invalid_utf8)
     encoder = SentenceEncoder.load(cfg.encoder, cfg.max_tokens)
     encoder.module.to(runtime.device)
-    feats = embed_cached(encoder, data, args.out)
+    feats = embed_cached(encoder, data, args.out, engine=args.engine)
     _print_bad(data.bad)
     _print_truncated(int(feats.truncated.sum()), len(data), encoder.max_tokens)
     rate = f", {feats.texts_per_second:.1f} texts/s" if feats.computed else ""
     print(f"{len(data)} feature vectors of size {encoder.dim} in {args.out}: {feats.computed} computed, "
           f"{feats.reused} reused, {len(data.bad)} rows skipped ({feats.seconds:.1f}s{rate}; encoder "
-          f"{encoder.spec.name})")
+          f"{encoder.spec.name}{'; engine: ' + feats.engine if feats.engine else ''})")
 
 
 def evaluate_text(args: argparse.Namespace, runtime: Runtime) -> None:

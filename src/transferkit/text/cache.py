@@ -27,6 +27,7 @@ from transferkit.io.atomic import atomic_write_text, atomic_writer, locked, remo
 from transferkit.io.hashing import sha256_file
 from transferkit.text.data import LabelledTexts
 from transferkit.text.encoder import SentenceEncoder
+from transferkit.text.engine import make_text_engine
 
 __all__ = ["FORMAT", "TextFeatures", "embed_cached", "encoder_key", "load_text_features", "text_sha256"]
 
@@ -41,7 +42,7 @@ _ARRAYS = ("features.npy", "labels.npy")
 @dataclass(frozen=True)
 class TextFeatures:
     """A verified cache: `features[i]` is the embedding of the text with hash `text_sha256[i]`, class
-    `classes[labels[i]]`, from `origins[i]`. `computed`/`reused`/`seconds` say what the last update did."""
+    `classes[labels[i]]`, from `origins[i]`. `computed`/`reused`/`seconds`/`engine` say what the last update did."""
 
     folder: Path
     key: dict[str, Any]
@@ -54,6 +55,7 @@ class TextFeatures:
     computed: int = 0
     reused: int = 0
     seconds: float = 0.0
+    engine: str = ""  # what embedded the computed rows (`TextEngine.note`)
 
     @property
     def texts_per_second(self) -> float:
@@ -107,10 +109,11 @@ def load_text_features(folder: str | Path, verify: bool = True) -> TextFeatures 
         return None
 
 
-def embed_cached(encoder: SentenceEncoder, data: LabelledTexts, folder: str | Path,
-                 batch_size: int = 64) -> TextFeatures:
+def embed_cached(encoder: SentenceEncoder, data: LabelledTexts, folder: str | Path, batch_size: int = 64,
+                 engine: str = "auto") -> TextFeatures:
     """The embeddings of `data`'s texts, in its order: reused from the cache in `folder` where the key and the text
-    match, computed otherwise; the cache is rewritten to hold exactly these texts."""
+    match, computed otherwise by the text engine `engine` (`make_text_engine`: ONNX Runtime on a CPU where it
+    pays, parity-checked); the cache is rewritten to hold exactly these texts."""
     folder = Path(folder)
     started = time.perf_counter()
     key = encoder_key(encoder)
@@ -127,13 +130,17 @@ def embed_cached(encoder: SentenceEncoder, data: LabelledTexts, folder: str | Pa
             source = np.array([old_rows[hashes[i]] for i in reused])
             features[reused] = old.features[source]
             truncated[reused] = old.truncated[source]
+        note = ""
         if todo:
+            embedder = make_text_engine(encoder, engine, texts=len(todo))
+            note = embedder.note
+            log.info(f"embedding {len(todo)} texts by {note}")
             ids, cut = encoder.encode_ids([data.texts[i] for i in todo])
-            features[todo] = encoder.embed_ids(ids, batch_size)
+            features[todo] = embedder.embed_ids(ids, batch_size)
             truncated[todo] = cut
         _write(folder, key, data, features, hashes, truncated)
     return TextFeatures(folder, key, list(data.classes), features, data.labels, hashes, list(data.origins),
-                        truncated, len(todo), len(reused), time.perf_counter() - started)
+                        truncated, len(todo), len(reused), time.perf_counter() - started, note)
 
 
 def _write(folder: Path, key: dict[str, Any], data: LabelledTexts, features: np.ndarray, hashes: list[str],

@@ -18,6 +18,7 @@ from torch import nn
 
 from transferkit.model import HeadConfig, build_head
 from transferkit.text.encoder import SentenceEncoder
+from transferkit.text.engine import make_text_engine
 
 __all__ = ["TextModel", "TextScores"]
 
@@ -72,7 +73,9 @@ class TextModel(nn.Module):
         with torch.inference_mode():
             return (self.head(x * self.embedding_scale) / self.temperature).softmax(1).float().cpu().numpy()
 
-    def probabilities(self, texts: Sequence[str], batch_size: int = 64) -> TextScores:
-        """Calibrated class probabilities of each text, in the order given."""
+    def probabilities(self, texts: Sequence[str], batch_size: int = 64, engine: str = "auto") -> TextScores:
+        """Calibrated class probabilities of each text, in the order given; the encoder run by the text engine
+        `engine` (`make_text_engine`: ONNX Runtime on a CPU where it pays, parity-checked; torch for PyTorch)."""
         ids, cut = self.encoder.encode_ids(texts)
-        return TextScores(self.head_probabilities(self.encoder.embed_ids(ids, batch_size)), sum(cut))
+        embedder = make_text_engine(self.encoder, engine, texts=len(texts))
+        return TextScores(self.head_probabilities(embedder.embed_ids(ids, batch_size)), sum(cut))
