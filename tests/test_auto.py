@@ -12,9 +12,11 @@ import pytest
 from conftest import TINY_CONFIG, write_photo_dataset
 from PIL import Image, ImageDraw, ImageFont
 
+from transferkit.cli.main import main
 from transferkit.data.files import load_labelled
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
+from transferkit.evaluation.report import run_facts
 from transferkit.io.bundle import load_bundle
 from transferkit.model import Backbone
 from transferkit.runtime import Runtime
@@ -88,8 +90,20 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     assert load_bundle(tmp_path / "run").model.class_names == ["astronaut", "cat", "coffee"]
 
 
-def test_auto_is_a_strategy_name() -> None:
-    assert TrainConfig(strategy="auto").strategy == "auto" and TINY_CONFIG.strategy == "finetune"
+def test_auto_is_the_default_strategy() -> None:
+    assert TrainConfig().strategy == "auto" and TINY_CONFIG.strategy == "finetune"
+
+
+@pytest.mark.slow
+def test_a_default_run_records_what_auto_chose(photo_data: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"  # no --strategy: auto; 6 training images per class keep the probe (seconds)
+    assert main(["train", str(photo_data), "--out", str(out), "--val-split", "0.25", "--probe-epochs", "5"]) == 0
+    assert "strategy auto chose extract" in capsys.readouterr().out
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["auto"]["chosen"] == "extract" and "fine-tuning was not tried" in meta["auto"]["why"]
+    assert meta["auto"]["validation_accuracy"] == {"extract": meta["metrics"]["validation"]["accuracy"]}
+    assert dict(run_facts(meta, "x", 1))["strategy"].startswith("auto: feature extraction")
 
 
 @pytest.mark.slow

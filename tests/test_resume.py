@@ -24,7 +24,8 @@ from transferkit.training.resume import RESUME_FILE, load_resume
 from transferkit.training.run import TrainResult
 
 # The flags that give conftest's TINY_CONFIG.
-TINY_FLAGS = ["--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--lr", "3e-3"]
+TINY_FLAGS = ["--strategy", "finetune", "--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split",
+              "0.25", "--lr", "3e-3"]
 
 
 def _saved_stage(path: Path) -> tuple[str, int] | None:
