@@ -91,7 +91,7 @@ def test_damaged_resume_state_is_one_clear_line(photo_data: Path, tmp_path: Path
     out = tmp_path / "run"
     out.mkdir()
     (out / RESUME_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
-    code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(out), "--resume")
+    code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(out), "--strategy", "finetune", "--resume")
     assert code == 2 and "cannot read the resume state" in err and len(err.strip().splitlines()) == 1
 
 
