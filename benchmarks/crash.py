@@ -29,8 +29,8 @@ from safetensors import safe_open
 from transferkit.data.files import EXAMPLE_DATA
 from transferkit.io.hashing import sha256_file
 
-FLAGS = ["--probe-epochs", "5", "--epochs", "2", "--fine-tune-epochs", "2", "--batch-size", "8", "--patience", "3",
-         "--val-split", "0.25", "--seed", "0"]
+FLAGS = ["--strategy", "finetune", "--probe-epochs", "5", "--epochs", "2", "--fine-tune-epochs", "2",
+         "--batch-size", "8", "--patience", "3", "--val-split", "0.25", "--seed", "0"]
 
 
 def make_data(root: Path, classes: int, per_class: int) -> Path:

@@ -14,7 +14,7 @@ or a seeded stratified sample of it):
   probe     (b) logistic regression on pooled features of the frozen pretrained base, computed once
   frozen    (c) frozen base + head trained with augmentation (linear-probe warm start, no fine-tuning)
   finetune  (d) two-stage: probe warm start + head, then deeper and longer fine-tuning of the top blocks
-  defaults  (e) `transferkit train` with `TrainConfig()` defaults
+  defaults  (e) `transferkit train` with `TrainConfig()` defaults (strategy auto)
 
 Prints one line per cell (accuracy, macro-F1, training and evaluation wall time), a table, the targets, and
 ends with one JSON line of all figures.
@@ -66,8 +66,8 @@ DEFAULT_WORK = Path.home() / ".cache" / "transferkit-bench" / "fashion-mnist"
 
 # (c) frozen base: the defaults' stage 1 alone. (d) the strongest two-stage recipe we can afford on a CPU:
 # twice the blocks and epochs of the defaults' fine-tuning, at twice the rate.
-FROZEN = TrainConfig(fine_tune_epochs=0)
-FINETUNE = TrainConfig(fine_tune_epochs=8, unfreeze_blocks=4, fine_tune_lr=2e-4)
+FROZEN = TrainConfig(strategy="frozen")
+FINETUNE = TrainConfig(strategy="finetune", fine_tune_epochs=8, unfreeze_blocks=4, fine_tune_lr=2e-4)
 # (a) from scratch: every block at one rate (no spread), BatchNorm statistics learnt from the data, no early stop.
 SCRATCH_LR = 2e-3
 SCRATCH_IMAGES_SEEN = 8_000  # without a time budget: epochs = this / training images, clamped to [10, 40]

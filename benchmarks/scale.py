@@ -81,8 +81,8 @@ def main() -> None:
         extract(args.data, args.processes)
         return
     n, cores = args.processes, os.cpu_count() or 1
-    recipe = ["--epochs", str(args.epochs), "--fine-tune-epochs", str(args.epochs), "--probe-epochs", "0",
-              "--dropout", "0", "--patience", str(2 * args.epochs)]
+    recipe = ["--strategy", "finetune", "--epochs", str(args.epochs), "--fine-tune-epochs", str(args.epochs),
+              "--probe-epochs", "0", "--dropout", "0", "--patience", str(2 * args.epochs)]
     with tempfile.TemporaryDirectory() as tmp:
         one_out, many_out = Path(tmp) / "one", Path(tmp) / "many"
         one = _train([sys.executable, "-m", "transferkit.cli", "train", str(args.data), "--out", str(one_out),

@@ -60,7 +60,7 @@ def _small_run(out: Path) -> Path:
     from transferkit.training.config import TrainConfig
     from transferkit.training.strategies import train
 
-    train(EXAMPLE_DATA / "train", out, TrainConfig(probe_epochs=1, epochs=1, fine_tune_epochs=0, batch_size=32))
+    train(EXAMPLE_DATA / "train", out, TrainConfig(strategy="frozen", probe_epochs=1, epochs=1, batch_size=32))
     return out
 
 

@@ -76,7 +76,7 @@ def photo_test_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_photo_dataset(tmp_path_factory.mktemp("photos_test") / "test", per_class=4, seed=1)
 
 
-TINY_CONFIG = TrainConfig(epochs=2, fine_tune_epochs=1, batch_size=8, val_split=0.25, lr=3e-3)
+TINY_CONFIG = TrainConfig(strategy="finetune", epochs=2, fine_tune_epochs=1, batch_size=8, val_split=0.25, lr=3e-3)
 
 
 @pytest.fixture(scope="session")

@@ -5,24 +5,33 @@ kept only when it beats the probe on validation; the horizontal flip is tested o
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_CONFIG, write_photo_dataset
 from PIL import Image, ImageDraw, ImageFont
 
-from transferkit.data.files import load_labelled
+from transferkit.cli.main import main
+from transferkit.data.files import EXAMPLE_DATA, load_labelled
 from transferkit.data.preprocess import Augmentation
+from transferkit.data.split import stratified_split
 from transferkit.errors import UserError
+from transferkit.evaluation.metrics import compute_metrics
+from transferkit.evaluation.predict import score
+from transferkit.evaluation.report import run_facts
 from transferkit.io.bundle import load_bundle
-from transferkit.model import Backbone
+from transferkit.model import Backbone, TransferModel
 from transferkit.runtime import Runtime
 from transferkit.selection.scores import probe_accuracy_with_views
-from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, flip_test
+from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, flip_test, train_auto
 from transferkit.training.config import TrainConfig
-from transferkit.training.run import Run
-from transferkit.training.strategies import train
+from transferkit.training.run import Run, TrainResult
+from transferkit.training.strategies import STRATEGIES, train
 
 AUTO = TrainConfig(strategy="auto", epochs=1, fine_tune_epochs=1, batch_size=8, val_split=0.25, lr=3e-3,
                    probe_epochs=20)
@@ -80,16 +89,33 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     result = train(data, tmp_path / "run", AUTO)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())["auto"]
     scores = meta["validation_accuracy"]
-    assert set(scores) == {"extract", "finetune"} and "flip_test" in meta
-    expected = "finetune" if scores["finetune"] > scores["extract"] else "extract"
-    assert meta["chosen"] == expected and result.val_metrics.accuracy == max(scores.values())
+    assert set(scores) == {"extract", "finetune"} and "flip_test" in meta and "probe_cv" in meta
+    paired = meta["paired_test"]  # 12 validation images, under SMALL_VALIDATION: the paired test decides
+    assert paired["images"] == 12
+    gap = (paired["only_finetune_right"] - paired["only_probe_right"]) / paired["images"]
+    assert gap == pytest.approx(scores["finetune"] - scores["extract"])
+    expected = "finetune" if paired["finetune_wins"] else "extract"
+    assert meta["chosen"] == expected and result.val_metrics.accuracy == scores[expected]
+    assert scores[expected] >= scores["extract"]
     chosen = tmp_path / "run" / AUTO_DIR / expected / "model.safetensors"
     assert chosen.read_bytes() == (tmp_path / "run" / "model.safetensors").read_bytes()
     assert load_bundle(tmp_path / "run").model.class_names == ["astronaut", "cat", "coffee"]
 
 
-def test_auto_is_a_strategy_name() -> None:
-    assert TrainConfig(strategy="auto").strategy == "auto" and TINY_CONFIG.strategy == "finetune"
+def test_auto_is_the_default_strategy() -> None:
+    assert TrainConfig().strategy == "auto" and TINY_CONFIG.strategy == "finetune"
+
+
+@pytest.mark.slow
+def test_a_default_run_records_what_auto_chose(photo_data: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"  # no --strategy: auto; 6 training images per class keep the probe (seconds)
+    assert main(["train", str(photo_data), "--out", str(out), "--val-split", "0.25", "--probe-epochs", "5"]) == 0
+    assert "strategy auto chose extract" in capsys.readouterr().out
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["auto"]["chosen"] == "extract" and "fine-tuning was not tried" in meta["auto"]["why"]
+    assert meta["auto"]["validation_accuracy"] == {"extract": meta["metrics"]["validation"]["accuracy"]}
+    assert dict(run_facts(meta, "x", 1))["strategy"].startswith("auto: feature extraction")
 
 
 @pytest.mark.slow
@@ -107,3 +133,55 @@ def test_backbone_auto_trains_the_candidate_rank_puts_first(photo_data: Path, tm
     assert f"backbone auto chose {best}" in (tmp_path / "run" / "train.log").read_text()
     with pytest.raises(UserError, match="drop --weights and --layer"):
         train(photo_data, tmp_path / "again", TrainConfig(backbone="auto", layer="mid"))
+
+
+def _one_image_better(run: Run) -> TrainResult:
+    """A real challenger exactly one validation image better than the probe: the probe's own model with one
+    class's bias raised just enough to turn one of its mistakes right and change nothing else."""
+    model = TransferModel.load(run.out.parent / "extract")
+    files = run.files()
+    validation = files.subset(stratified_split(files.labels(), run.cfg.val_split, run.cfg.seed)[1])
+    before = score(model, validation, run.runtime)
+    logits = model.temperature * np.log(before.probs)  # the head's logits, up to a constant per image
+    guess = logits.argmax(1)
+    for c in range(logits.shape[1]):
+        others = np.flatnonzero(guess != c)
+        margin = logits[others].max(1) - logits[others, c]
+        order = np.argsort(margin)
+        if before.labels[others[order[0]]] == c and margin[order[1]] > margin[order[0]] + 1e-3:
+            with torch.no_grad():
+                model.head[-1].bias[c] += (margin[order[0]] + margin[order[1]]) / 2
+            break
+    else:
+        raise AssertionError("the probe made no mistake a bias could put right alone")
+    after = score(model, validation, run.runtime)
+    right = (after.probs.argmax(1) == after.labels).sum() - (before.probs.argmax(1) == before.labels).sum()
+    assert right == 1
+    model.save(run.out)
+    return TrainResult(model, run.out, [], compute_metrics(after.labels, after.probs, model.class_names), None, [],
+                       validation)
+
+
+@pytest.mark.slow
+def test_one_image_better_on_a_small_validation_split_keeps_the_probe(tmp_path: Path) -> None:
+    data = tmp_path / "data"  # T-shirts, pullovers and shirts: a probe makes mistakes on them
+    for name in ("pullover", "shirt", "tshirt_top"):
+        (data / name).mkdir(parents=True)
+        for f in sorted((EXAMPLE_DATA / "train" / name).glob("*.png"))[:20]:
+            shutil.copy(f, data / name / f.name)
+    cfg = replace(AUTO, val_split=0.4, probe_epochs=10)  # 8 validation and 12 training images per class
+    run = Run(data, tmp_path / "run", cfg, Runtime.detect(), started=time.perf_counter())
+    result = train_auto(run, STRATEGIES["extract"], _one_image_better)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    auto = meta["auto"]
+    assert auto["paired_test"] == {"images": 24, "only_finetune_right": 1, "only_probe_right": 0, "p_value": 0.5,
+                                   "alpha": 0.05, "finetune_wins": False}
+    scores = auto["validation_accuracy"]
+    assert scores["finetune"] == pytest.approx(scores["extract"] + 1 / 24)
+    assert auto["chosen"] == "extract" and "within the split's noise" in auto["why"]
+    assert result.val_metrics.accuracy == scores["extract"]
+    cv = auto["probe_cv"]  # the probe's weight decay came from 5-fold cross-validation on all 60 images
+    assert (cv["folds"], cv["images"]) == (5, 60) and len(cv["accuracy"]) == 3
+    assert meta["train_config"]["weight_decay"] == cv["chosen_weight_decay"]
+    best = max(cv["accuracy"].values())
+    assert cv["accuracy"][str(cv["chosen_weight_decay"])] == best

@@ -29,7 +29,7 @@ import transferkit
 from transferkit.cli.main import main
 from transferkit.training.run import TrainResult
 
-TINY_TRAIN = ["--probe-epochs", "0", "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8",
+TINY_TRAIN = ["--strategy", "frozen", "--probe-epochs", "0", "--epochs", "1", "--batch-size", "8",
               "--val-split", "0.25"]
 _TRAIN_FLAGS = {"--epochs", "--lr", "--batch-size", "--val-split", "--unfreeze-blocks", "--backbone", "--layer",
                 "--weights"}

@@ -35,8 +35,8 @@ def test_train_skips_bad_files_and_lists_them(tmp_path: Path, photo_data: Path,
     good = (data / "cat" / "00.jpg").read_bytes()
     (data / "astronaut" / "cut.jpg").write_bytes(good[: len(good) // 2])
     out = tmp_path / "run"
-    code, stdout, _ = _cli(capsys, "train", str(data), "--out", str(out), "--epochs", "1",
-                           "--fine-tune-epochs", "0", "--batch-size", "8", "--class-weights")
+    code, stdout, _ = _cli(capsys, "train", str(data), "--out", str(out), "--strategy", "frozen",
+                           "--epochs", "1", "--batch-size", "8", "--class-weights")
     assert code == 0
     assert "skipped 3 unreadable file(s)" in stdout
     log = (out / "train.log").read_text()
@@ -157,8 +157,8 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _spawn("train", str(photo_data), "--out", str(out), "--epochs", "300", "--patience", "300",
-                  "--batch-size", "8", "--lr", "1e-4")
+    proc = _spawn("train", str(photo_data), "--out", str(out), "--strategy", "finetune", "--epochs", "300",
+                  "--patience", "300", "--batch-size", "8", "--lr", "1e-4")
     checkpoint = out / CHECKPOINT_FILE
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -182,8 +182,8 @@ def test_train_from_a_csv_manifest(tmp_path: Path, photo_data: Path, capsys: pyt
     manifest.write_text("\n".join(rows) + "\n")
     try:
         out = tmp_path / "run"
-        code, stdout, _ = _cli(capsys, "train", str(manifest), "--out", str(out), "--probe-epochs", "5",
-                               "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8")
+        code, stdout, _ = _cli(capsys, "train", str(manifest), "--out", str(out), "--strategy", "extract",
+                               "--probe-epochs", "5", "--batch-size", "8")
     finally:
         manifest.unlink()
     assert code == 0 and "3 classes, 18 training and 6 validation images" in stdout
@@ -201,8 +201,8 @@ def test_bundled_demo_data_is_small_licensed_and_trains(tmp_path: Path, capsys: 
     assert "MIT" in notice and "Zalando" in notice
     # The demo's data with the real weights: the probe and one augmented epoch already beat chance by far.
     out = tmp_path / "demo"
-    code, stdout, _ = _cli(capsys, "train", str(EXAMPLE_DATA / "train"), "--out", str(out), "--epochs", "1",
-                           "--fine-tune-epochs", "0", "--test", str(EXAMPLE_DATA / "test"))
+    code, stdout, _ = _cli(capsys, "train", str(EXAMPLE_DATA / "train"), "--out", str(out), "--strategy", "frozen",
+                           "--epochs", "1", "--test", str(EXAMPLE_DATA / "test"))
     assert code == 0
     test_accuracy = json.loads((out / "model.json").read_text())["metrics"]["test"]["accuracy"]
     assert test_accuracy > 0.65, stdout

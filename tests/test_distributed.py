@@ -28,8 +28,8 @@ from transferkit.training.resume import RESUME_FILE
 
 pytestmark = pytest.mark.slow
 
-FLAGS = ["--epochs", "2", "--fine-tune-epochs", "2", "--val-split", "0.25", "--lr", "1e-2", "--dropout", "0",
-         "--probe-epochs", "0", "--patience", "5", "--class-weights"]
+FLAGS = ["--strategy", "finetune", "--epochs", "2", "--fine-tune-epochs", "2", "--val-split", "0.25", "--lr", "1e-2",
+         "--dropout", "0", "--probe-epochs", "0", "--patience", "5", "--class-weights"]
 
 
 def _torchrun(args: list[str], restarts: int = 0) -> subprocess.Popen[str]:

@@ -65,8 +65,8 @@ def test_cut_base_contract(name: str, layer: str, channels: int | None) -> None:
 def test_train_with_a_mid_layer_round_trips_through_the_bundle(
         photo_data: Path, photo_test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert main(["train", str(photo_data), "--out", str(out), "--layer", "mid", "--epochs", "1",
-                 "--fine-tune-epochs", "1", "--batch-size", "8"]) == 0
+    assert main(["train", str(photo_data), "--out", str(out), "--layer", "mid", "--strategy", "finetune",
+                 "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8"]) == 0
     assert "features from block blocks.3" in capsys.readouterr().out
     meta = json.loads((out / "model.json").read_text())
     assert meta["layer"] == "blocks.3" and meta["train_config"]["layer"] == "mid"

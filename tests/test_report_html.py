@@ -105,8 +105,8 @@ def test_train_with_report_evaluates_the_validation_split(tmp_path: Path, photo_
     data = Path(shutil.copytree(photo_data, tmp_path / "data"))
     (data / "coffee" / "page.jpg").write_text("<html>404</html>")
     out = tmp_path / "run"
-    code, stdout, stderr = _cli(capsys, "train", str(data), "--out", str(out), "--probe-epochs", "0", "--epochs", "1",
-                                "--fine-tune-epochs", "0", "--batch-size", "8", "--report")
+    code, stdout, stderr = _cli(capsys, "train", str(data), "--out", str(out), "--strategy", "frozen",
+                                "--probe-epochs", "0", "--epochs", "1", "--batch-size", "8", "--report")
     assert code == 0, stderr
     assert f"report: {out / 'report.html'}" in stdout
     assert "unreadable file(s) in the training data were skipped" in stderr and "page.jpg" in stderr

@@ -24,7 +24,8 @@ from transferkit.training.resume import RESUME_FILE, load_resume
 from transferkit.training.run import TrainResult
 
 # The flags that give conftest's TINY_CONFIG.
-TINY_FLAGS = ["--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--lr", "3e-3"]
+TINY_FLAGS = ["--strategy", "finetune", "--epochs", "2", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split",
+              "0.25", "--lr", "3e-3"]
 
 
 def _saved_stage(path: Path) -> tuple[str, int] | None:
@@ -90,7 +91,7 @@ def test_damaged_resume_state_is_one_clear_line(photo_data: Path, tmp_path: Path
     out = tmp_path / "run"
     out.mkdir()
     (out / RESUME_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
-    code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(out), "--resume")
+    code, _, err = _cli(capsys, "train", str(photo_data), "--out", str(out), "--strategy", "finetune", "--resume")
     assert code == 2 and "cannot read the resume state" in err and len(err.strip().splitlines()) == 1
 
 

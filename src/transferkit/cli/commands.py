@@ -220,7 +220,8 @@ def _demo(args: argparse.Namespace) -> None:
         text_commands.demo_text(args.out or Path("runs/demo-text"), _runtime())
         return
     args.out = args.out or Path("runs/demo")
-    print(f"demo: two-stage transfer learning on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
+    print(f"demo: transfer learning with --strategy auto (the linear probe, then fine-tuning kept only if it "
+          f"beats it) on {EXAMPLE_DATA / 'train'} (a 400-image Fashion-MNIST sample)")
     runtime = _runtime()
     train(EXAMPLE_DATA / "train", args.out, TrainConfig(), EXAMPLE_DATA / "test", runtime=runtime)
     _report(args.out, EXAMPLE_DATA / "test", args.out / "report.html", "the bundled Fashion-MNIST test images",

@@ -13,8 +13,8 @@ from transferkit.training.config import Option
 __all__ = ["DEFAULT_NOTES", "add_flags", "argparse_type", "flag"]
 
 DEFAULT_NOTES = {  # defaults that depend on the modality
-    "strategy": "finetune for images; auto for texts: contrastive when the smallest class has at most 64 training "
-                "texts, else extract"}
+    "strategy": "auto; for texts auto means contrastive when the smallest class has at most 64 training texts, "
+                "else extract"}
 
 
 def flag(name: str) -> str:

@@ -229,8 +229,8 @@ def _strategy(meta: dict[str, Any]) -> str:
              "frozen": "frozen base, trained head", "finetune": "frozen base + head, then fine-tuning",
              "contrastive": "contrastive encoder tune (SetFit-style), then a head on its embeddings"}
     strategy = config.get("strategy")
-    chosen = (meta.get("auto") or {}).get("chosen")  # texts: what `auto` chose
-    if strategy == "auto" and chosen:
+    chosen = (meta.get("auto") or {}).get("chosen")  # what `auto` chose (images: the bundle is the chosen run's)
+    if chosen and strategy in ("auto", chosen):
         return f"auto: {named.get(chosen, str(chosen))}"
     if strategy:
         return named.get(strategy, str(strategy))

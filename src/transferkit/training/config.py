@@ -30,7 +30,8 @@ HEAD_LR_RATIO = 3.0
 LR_SPREAD = 10.0
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
-# finetune: stage 1, then stage 2 (the top blocks unfrozen)
+# finetune: stage 1, then stage 2 (the top blocks unfrozen); auto (the default): the probe first, then
+# fine-tuning only where it measurably beats it (training/auto.py)
 TEXT_ONLY_FIELDS = ("pair_epochs",)  # options only text training reads (the image estimator has no such parameter)
 STRATEGY_NAMES = ("extract", "frozen", "finetune", "auto", "contrastive")
 AUTO_BACKBONE = "auto"  # --backbone auto: the candidate `transferkit rank` puts first
@@ -152,11 +153,11 @@ class TrainConfig:
               "models --json`)", lambda v: v is None or (isinstance(v, str) and bool(v)),
         "deep, mid, shallow, a block name or None (deep)")
     strategy: str = option(
-        "finetune", "finetune: head, then the top blocks; frozen: the head on the frozen base, with augmentation; "
-                    "extract: the head on cached features, in seconds; auto: the probe, then fine-tuning with a "
-                    "tested augmentation, kept only if better on validation (texts: contrastive up to 64 texts in "
-                    "the smallest class, else extract); contrastive (texts only): the encoder tuned on pairs of "
-                    "texts, then the head",
+        "auto", "auto: the linear probe, then (with 10 or more training images in the smallest class) fine-tuning "
+                "with a tested augmentation, kept only if better on validation (texts: contrastive up to 64 texts "
+                "in the smallest class, else extract); finetune: head, then the top blocks; frozen: the head on "
+                "the frozen base, with augmentation; extract: the head on cached features, in seconds; "
+                "contrastive (texts only): the encoder tuned on pairs of texts, then the head",
         lambda v: v in STRATEGY_NAMES, f"one of {', '.join(STRATEGY_NAMES)}",
         metavar="{" + ",".join(STRATEGY_NAMES) + "}")
     views: int = _count(0, "augmented views of each image to cache beside the plain one, for the extract "

@@ -1,11 +1,11 @@
 """The training strategies, by name: how much of the pretrained network is trained, and on what.
 
-- `finetune` (the default): the two-stage recipe (`Learner.fine_tune`): the head on the frozen base, then the
-  top blocks unfrozen at lower, spread rates;
+- `auto` (the default): the probe first, then fine-tuning with a tested augmentation, kept only if it beats the
+  probe on validation (`auto.py`);
+- `finetune`: the two-stage recipe (`Learner.fine_tune`): the head on the frozen base, then the top blocks
+  unfrozen at lower, spread rates;
 - `frozen`: stage 1 only;
-- `extract`: only the head, on features the frozen base computed once (cached), in seconds;
-- `auto`: the probe first, then fine-tuning with a tested augmentation, kept only if it beats the probe on
-  validation (`auto.py`).
+- `extract`: only the head, on features the frozen base computed once (cached), in seconds.
 
 `train` runs one of them from a folder to a bundle. Each strategy is a function of a `Run` in `STRATEGIES`, so
 a new one is one more row.
