@@ -86,6 +86,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> T
     return train(photo_data, out, TINY_CONFIG)
 
 
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained text run (`text_models.train_text_run`), shared by the text export and serve tests, which
+    only read it (each exports it to its own folder)."""
+    from text_models import train_text_run  # tests/, beside this file
+
+    run, _ = train_text_run(tmp_path_factory.mktemp("text-run"))
+    return run
+
+
 def photo_arrays(per_class: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The same kind of crops as `write_photo_dataset`, in memory: uint8 (N, size, size, 3) and class names."""
     rng = np.random.default_rng(seed)

@@ -12,16 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from text_models import CHECK, train_text_run, write_check_texts
+from text_models import CHECK, write_check_texts
 
 from transferkit.cli.main import main
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
-    """(run, model.onnx, check texts, the console of export)."""
-    root = tmp_path_factory.mktemp("text-export")
-    run, _ = train_text_run(root)
+def exported(text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
+    """(the text run of the session, model.onnx, check texts, the console of export)."""
+    run, root = text_run, tmp_path_factory.mktemp("text-export")
     check = write_check_texts(root / "check.txt")
     out = root / "deploy" / "model.onnx"
     console = io.StringIO()

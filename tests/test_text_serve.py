@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from text_models import CHECK, LONG, train_text_run
+from text_models import CHECK, LONG
 
 from transferkit.cli.main import main
 from transferkit.serve.app import create_app
@@ -30,11 +30,10 @@ from transferkit.serve.settings import ServeSettings
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the text run, its exported model.onnx)."""
-    root = tmp_path_factory.mktemp("text-serve")
-    run, _ = train_text_run(root)
-    out = root / "model.onnx"
+def models(text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the text run of the session, its exported model.onnx)."""
+    run = text_run
+    out = tmp_path_factory.mktemp("text-serve") / "model.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["export", str(run), "--out", str(out)]) == 0
     return run, out
