@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -30,13 +29,9 @@ from transferkit.serve.settings import ServeSettings
 
 
 @pytest.fixture(scope="module")
-def models(text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def models(text_export: tuple[Path, Path, Path, str]) -> tuple[Path, Path]:
     """(the text run of the session, its exported model.onnx)."""
-    run = text_run
-    out = tmp_path_factory.mktemp("text-serve") / "model.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["export", str(run), "--out", str(out)]) == 0
-    return run, out
+    return text_export[0], text_export[1]
 
 
 @contextlib.contextmanager
