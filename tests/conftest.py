@@ -89,7 +89,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> T
 
 
 @pytest.fixture(scope="session")
-def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tuned_text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny trained text run (`text_models.train_text_run`), shared by the text export and serve tests, which
     only read it."""
     from text_models import train_text_run  # tests/, beside this file
@@ -99,7 +99,7 @@ def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def text_export(text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
+def text_export(tuned_text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
     """`transferkit export` of the session's text run with `--check` texts: (run, model.onnx, the check texts, the
     console of export). The export tests check it; the serve tests serve the file."""
     from text_models import write_check_texts
@@ -111,8 +111,8 @@ def text_export(text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     out = root / "deploy" / "model.onnx"
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
-        assert main(["export", str(text_run), "--out", str(out), "--check", str(check)]) == 0
-    return text_run, out, check, console.getvalue()
+        assert main(["export", str(tuned_text_run), "--out", str(out), "--check", str(check)]) == 0
+    return tuned_text_run, out, check, console.getvalue()
 
 
 def photo_arrays(per_class: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """A tiny trained text run (the real MiniLM encoder, tuned contrastively as the default `auto` strategy does for so
-few texts, and a head on the spam/ham corpus), made once per test session (the `text_run` fixture in conftest.py)
+few texts, and a head on the spam/ham corpus), made once per test session (the `tuned_text_run` fixture in conftest.py)
 and read by the export and serve tests."""
 
 from __future__ import annotations
