@@ -10,6 +10,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test ever waits on the network (subprocesses inherit it)
 
+import contextlib  # noqa: E402
+import io  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -84,6 +86,33 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, photo_data: Path) -> T
     """One real two-stage run (2 head epochs, 1 fine-tune epoch) shared by the bundle/evaluate/predict tests."""
     out = tmp_path_factory.mktemp("run")
     return train(photo_data, out, TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tuned_text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained text run (`text_models.train_text_run`), shared by the text export and serve tests, which
+    only read it."""
+    from text_models import train_text_run  # tests/, beside this file
+
+    run, _ = train_text_run(tmp_path_factory.mktemp("text-run"))
+    return run
+
+
+@pytest.fixture(scope="session")
+def text_export(tuned_text_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
+    """`transferkit export` of the session's text run with `--check` texts: (run, model.onnx, the check texts, the
+    console of export). The export tests check it; the serve tests serve the file."""
+    from text_models import write_check_texts
+
+    from transferkit.cli.main import main
+
+    root = tmp_path_factory.mktemp("text-export")
+    check = write_check_texts(root / "check.txt")
+    out = root / "deploy" / "model.onnx"
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert main(["export", str(tuned_text_run), "--out", str(out), "--check", str(check)]) == 0
+    return tuned_text_run, out, check, console.getvalue()
 
 
 def photo_arrays(per_class: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

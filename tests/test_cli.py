@@ -161,12 +161,17 @@ def test_ctrl_c_leaves_the_last_checkpoint_intact(photo_data: Path, tmp_path: Pa
                   "--patience", "300", "--batch-size", "8", "--lr", "1e-4")
     checkpoint = out / CHECKPOINT_FILE
     deadline = time.monotonic() + 240
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert checkpoint.exists(), "no checkpoint was written"
-    time.sleep(1.5)  # interrupt in the middle of a later epoch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.exists(), "no checkpoint was written"
+        time.sleep(1.5)  # interrupt in the middle of a later epoch
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:  # a failed check must not leave 300 epochs of training running behind the suite
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130
     assert "interrupted" in err and str(checkpoint) in err and "Traceback" not in err
     bundle = load_bundle(checkpoint)

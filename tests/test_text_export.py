@@ -4,34 +4,19 @@ Runtime plus `tokenizers` alone (no transferkit, no torch) giving `transferkit p
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from text_models import CHECK, train_text_run, write_check_texts
+from text_models import CHECK
 
 from transferkit.cli.main import main
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
-    """(run, model.onnx, check texts, the console of export)."""
-    root = tmp_path_factory.mktemp("text-export")
-    run, _ = train_text_run(root)
-    check = write_check_texts(root / "check.txt")
-    out = root / "deploy" / "model.onnx"
-    console = io.StringIO()
-    with contextlib.redirect_stdout(console):
-        assert main(["export", str(run), "--out", str(out), "--check", str(check)]) == 0
-    return run, out, check, console.getvalue()
-
-
-def test_export_writes_the_graph_and_tokenizer_and_prints_parity(exported: tuple[Path, Path, Path, str]) -> None:
-    run, out, _, console = exported
+def test_export_writes_the_graph_and_tokenizer_and_prints_parity(text_export: tuple[Path, Path, Path, str]) -> None:
+    run, out, _, console = text_export
     assert out.is_file() and out.with_name("model.tokenizer.json").is_file()
     assert f"on {len(CHECK)} texts from" in console
     for size in (1, 3, 8):
@@ -74,9 +59,9 @@ print(json.dumps({"top1": [classes[int(j)] for j in probs.argmax(1)], "p": probs
 """
 
 
-def test_onnxruntime_and_tokenizers_alone_reproduce_predict(exported: tuple[Path, Path, Path, str],
+def test_onnxruntime_and_tokenizers_alone_reproduce_predict(text_export: tuple[Path, Path, Path, str],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    run, out, check, _ = exported
+    run, out, check, _ = text_export
     assert main(["predict", str(run), "--file", str(check), "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     proc = subprocess.run([sys.executable, "-I", "-c", _DEPLOYED, str(out), json.dumps(CHECK)], capture_output=True,
@@ -88,13 +73,13 @@ def test_onnxruntime_and_tokenizers_alone_reproduce_predict(exported: tuple[Path
     assert deployed["cut"] == 1  # the long text, cut at the window as predict cuts it
 
 
-def test_without_check_the_runs_data_then_fixed_sentences(exported: tuple[Path, Path, Path, str]) -> None:
+def test_without_check_the_runs_data_then_fixed_sentences(text_export: tuple[Path, Path, Path, str]) -> None:
     from transferkit.text.export import CHECK_SENTENCES, check_texts
 
-    meta = json.loads((exported[0] / "model.json").read_text())
+    meta = json.loads((text_export[0] / "model.json").read_text())
     texts, said = check_texts(meta, None)
     assert "mail.csv" in said and len(texts) > 20 and texts[-1] == CHECK_SENTENCES[-1]
-    unlabelled = exported[2].with_name("unlabelled.csv")
+    unlabelled = text_export[2].with_name("unlabelled.csv")
     unlabelled.write_text("text\nhello there\nWIN a prize now\n", encoding="utf-8")
     assert check_texts(meta, unlabelled)[0] == ["hello there", "WIN a prize now"]  # --check needs no labels
     texts, said = check_texts({**meta, "data": {"source": "/gone/mail.csv"}}, None)
@@ -106,10 +91,10 @@ def test_without_check_the_runs_data_then_fixed_sentences(exported: tuple[Path, 
     (("--int8",), "--int8 and --calibrate quantize image models only"),
 ])
 def test_bad_export_flags_for_a_text_model_are_one_line(flags: tuple[str, ...], message: str,
-                                                        exported: tuple[Path, Path, Path, str], tmp_path: Path,
+                                                        text_export: tuple[Path, Path, Path, str], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     args = [str(tmp_path / "nope.txt") if f == "MISSING" else f for f in flags]
     out = tmp_path / "m.onnx"
-    assert main(["export", str(exported[0]), "--out", str(out), *args]) == 2
+    assert main(["export", str(text_export[0]), "--out", str(out), *args]) == 2
     stderr = capsys.readouterr().err
     assert message in stderr and len(stderr.strip().splitlines()) == 1 and not out.exists()

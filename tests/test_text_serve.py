@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from text_models import CHECK, LONG, train_text_run
+from text_models import CHECK, LONG
 
 from transferkit.cli.main import main
 from transferkit.serve.app import create_app
@@ -30,14 +29,9 @@ from transferkit.serve.settings import ServeSettings
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the text run, its exported model.onnx)."""
-    root = tmp_path_factory.mktemp("text-serve")
-    run, _ = train_text_run(root)
-    out = root / "model.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["export", str(run), "--out", str(out)]) == 0
-    return run, out
+def models(text_export: tuple[Path, Path, Path, str]) -> tuple[Path, Path]:
+    """(the text run of the session, its exported model.onnx)."""
+    return text_export[0], text_export[1]
 
 
 @contextlib.contextmanager

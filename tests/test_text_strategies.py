@@ -22,6 +22,9 @@ from transferkit.training.config import TrainConfig
 
 SAMPLE = EXAMPLE_TEXTS
 TEXT = TextConfig(max_tokens=64)  # short windows keep the tune fast on a CPU
+# The contrastive runs (one shared, one to check the seed) read 32 tokens: a tune step's cost grows with the window,
+# and what they check (the tuned encoder saved, reloaded and seeded) does not depend on it.
+TUNE_TEXT = TextConfig(max_tokens=32)
 PROBE = ["You have WON a free cruise, reply now to claim your prize", "Are we still on for lunch on Thursday?"]
 
 
@@ -47,7 +50,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _contrastive(corpus: tuple[Path, Path], out: Path) -> TextTrainResult:
     cfg = TrainConfig(strategy="contrastive", pair_epochs=2, probe_epochs=30, seed=3)
-    return train_text(corpus[0], out, cfg, TEXT, corpus[1])
+    return train_text(corpus[0], out, cfg, TUNE_TEXT, corpus[1])
 
 
 @pytest.fixture(scope="module")

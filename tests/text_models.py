@@ -1,5 +1,6 @@
-"""A tiny trained text run (the real MiniLM encoder and a head on the spam/ham corpus) and its exported ONNX file,
-made once per test module that asks (about 10 s each on a laptop CPU)."""
+"""A tiny trained text run (the real MiniLM encoder, tuned contrastively as the default `auto` strategy does for so
+few texts, and a head on the spam/ham corpus), made once per test session (the `tuned_text_run` fixture in conftest.py)
+and read by the export and serve tests."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ CHECK = ["ok", "WIN a FREE iPhone now!!! Click the link", "Can we move tomorrow'
 
 
 def train_text_run(root: Path) -> tuple[Path, Path]:
-    """(the run folder, its training CSV)."""
+    """(the run folder, its training CSV). Two contrastive epochs, not the default twelve: the tests read the bundle
+    (a tuned encoder in it, exported and served), not how well the tune went, and each epoch costs seconds."""
     corpus = write_csv(root / "mail.csv", ham=[*HAM, LONG])
     run = root / "run"
-    assert main(["train", str(corpus), "--out", str(run), "--probe-epochs", "60", "--val-split", "0.25"]) == 0
+    assert main(["train", str(corpus), "--out", str(run), "--probe-epochs", "60", "--val-split", "0.25",
+                 "--pair-epochs", "2"]) == 0
     return run, corpus
 
 
