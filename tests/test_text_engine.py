@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from transferkit.text.encoder import SentenceEncoder
-from transferkit.text.engine import _SESSIONS, EXPORT_PAYS_OFF, PARITY_TOLERANCE, make_text_engine
+from transferkit.text.engine import _SESSIONS, EXPORT_PAYS_OFF, PARITY_TOLERANCE, _graph_path, make_text_engine
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "transferkit" / "example_data" / "spam-assassin"
 
@@ -36,7 +36,7 @@ def test_onnx_runtime_embeds_as_pytorch_does_in_the_order_given(encoder: Sentenc
 
 def test_a_damaged_cached_graph_is_exported_again(encoder: SentenceEncoder) -> None:
     make_text_engine(encoder)
-    (path,) = [p for p in _SESSIONS if p.name.startswith("text-")]
+    path = _graph_path(encoder)
     _SESSIONS.clear()
     path.write_bytes(b"not an onnx file")
     engine = make_text_engine(encoder)
@@ -54,7 +54,7 @@ def test_the_cached_graph_has_onnx_runtimes_fused_attention(encoder: SentenceEnc
     import onnx
 
     make_text_engine(encoder)
-    (path,) = [p for p in _SESSIONS if p.name.startswith("text-")]
+    path = _graph_path(encoder)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"Attention", "BiasGelu"} <= ops, sorted(ops)  # the eager-attention trace, fused
     assert "Softmax" not in ops
