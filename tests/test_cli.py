@@ -142,10 +142,16 @@ def test_bad_flag_values_exit_2(flag: str, value: str, tmp_path: Path, capsys: p
     assert flag in err and "Traceback" not in err
 
 
+def _default_sigint() -> None:
+    """In the child before it starts: Ctrl-C handled as in a terminal, even when the suite itself runs as a
+    background job (which starts with SIGINT ignored, and a child would inherit that and never stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "transferkit.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
 
 
 def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path) -> None:
