@@ -58,7 +58,7 @@ from transferkit.text.engine import TextEngine, make_text_engine
 from transferkit.text.finetune import finetune_text
 from transferkit.text.run import Split as TextSplit
 from transferkit.text.run import TextRun
-from transferkit.text.train import FEW_SHOT_PER_CLASS
+from transferkit.text.train import text_strategy_for
 from transferkit.training.config import TrainConfig
 
 STRATEGIES = ("tfidf", "probe", "contrastive", "finetune")
@@ -201,11 +201,14 @@ def run_finetune(texts: list[str], labels: np.ndarray, split: Split, test: np.nd
 
 def default_strategy(default: str, split: Split, labels: np.ndarray) -> str:
     """The strategy whose cell holds the targets at this size: `default`, or for auto what the text default
-    picks from the smallest class's training texts."""
+    picks for this training split (`text_strategy_for`; its `extract` is this benchmark's probe)."""
     if default != "auto":
         return default
-    smallest = int(np.bincount(labels[split.train]).min())
-    return "contrastive" if smallest <= FEW_SHOT_PER_CLASS else "probe"
+    count = len(split.train)
+    train = LabelledTexts(Path("spam-assassin"), [""] * count, labels[split.train].astype(np.int64), list(CLASSES),
+                          [""] * count)  # the rule reads the class counts only
+    chosen = text_strategy_for(TextSplit(train, list(range(len(split.train))), []))
+    return "probe" if chosen == "extract" else chosen
 
 
 def print_table(cells: list[Cell]) -> None:

@@ -93,11 +93,15 @@ def make_text_engine(encoder: SentenceEncoder, prefer: str = "auto", texts: int 
     device = next(encoder.module.parameters()).device
     if prefer == "torch" or device.type != "cpu":
         return TextEngine(encoder, "pytorch", f"PyTorch ({'asked for' if prefer == 'torch' else f'on {device.type}'})")
-    if texts is not None and texts < EXPORT_PAYS_OFF and not _graph_path(encoder).is_file():
+    try:
+        path = _graph_path(encoder)  # hashes every weight: once per engine
+    except ImportError as exc:  # no ONNX Runtime installed: the engine that always works
+        return TextEngine(encoder, "pytorch", f"PyTorch (ONNX Runtime unavailable: {type(exc).__name__}: {exc})")
+    if texts is not None and texts < EXPORT_PAYS_OFF and not path.is_file():
         return TextEngine(encoder, "pytorch", f"PyTorch (no ONNX graph of these weights cached yet: exporting one "
                                               f"costs more than it saves on {texts} texts)")
     try:
-        session, worst = _onnx_session(encoder)
+        session, worst = _onnx_session(encoder, path)
     except Exception as exc:  # any failure to export or run falls back to the engine that always works
         first = str(exc).splitlines()[0] if str(exc) else ""
         return TextEngine(encoder, "pytorch", f"PyTorch (ONNX Runtime unavailable: {type(exc).__name__}: {first})")
@@ -119,10 +123,9 @@ def _graph_path(encoder: SentenceEncoder) -> Path:
     return cache_dir() / "onnx" / f"text-{key[:32]}.onnx"
 
 
-def _onnx_session(encoder: SentenceEncoder) -> tuple[object, float]:
-    """A session for the encoder's module (exported on first use, then read from the cache) and its largest
-    difference from PyTorch on `PARITY_TEXTS`."""
-    path = _graph_path(encoder)
+def _onnx_session(encoder: SentenceEncoder, path: Path) -> tuple[object, float]:
+    """A session for the encoder's module at `path` (`_graph_path`: exported on first use, then read from the
+    cache) and its largest difference from PyTorch on `PARITY_TEXTS`."""
     if path in _SESSIONS and path.is_file():
         return _SESSIONS[path]
     if not path.is_file():
