@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from transferkit.io.bundle import load_bundle
 from transferkit.model import Backbone, TransferModel
 from transferkit.runtime import Runtime
 from transferkit.selection.scores import probe_accuracy_with_views
-from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, flip_test, train_auto
+from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, _decide, flip_test, train_auto
 from transferkit.training.config import TrainConfig
 from transferkit.training.run import Run, TrainResult
 from transferkit.training.strategies import STRATEGIES, train
@@ -78,6 +79,9 @@ def test_few_images_keep_the_probe(photo_data: Path, tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["auto"]["chosen"] == "extract" and "fine-tuning was not tried" in meta["auto"]["why"]
     assert meta["train_config"]["strategy"] == "extract" and not (tmp_path / "run" / AUTO_DIR / "finetune").exists()
+    assert meta["probe"]["refit_images"] == 24 and meta["data"]["validation"] == 6  # kept: refitted on all 24
+    sizes = meta["auto"]["size_test"]  # 96 px photos are small for a 224 px backbone: the size test ran
+    assert sizes["source_pixels"] == 96 and meta["preprocessing"]["input_size"] == sizes["chosen"]
     assert result.run_dir == tmp_path / "run"
     assert result.val_metrics.accuracy == meta["auto"]["validation_accuracy"]["extract"]
     assert load_bundle(tmp_path / "run").model.class_names == ["astronaut", "cat", "coffee"]
@@ -89,7 +93,9 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     result = train(data, tmp_path / "run", AUTO)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())["auto"]
     scores = meta["validation_accuracy"]
-    assert set(scores) == {"extract", "finetune"} and "flip_test" in meta and "probe_cv" in meta
+    assert set(scores) == {"extract", "finetune"} and "flip_test" in meta
+    probe = json.loads((tmp_path / "run" / AUTO_DIR / "extract" / "model.json").read_text())
+    assert probe["probe"]["refit_images"] == 42 and probe["best"].startswith("logistic regression, C=")
     paired = meta["paired_test"]  # 12 validation images, under SMALL_VALIDATION: the paired test decides
     assert paired["images"] == 12
     gap = (paired["only_finetune_right"] - paired["only_probe_right"]) / paired["images"]
@@ -100,6 +106,21 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     chosen = tmp_path / "run" / AUTO_DIR / expected / "model.safetensors"
     assert chosen.read_bytes() == (tmp_path / "run" / "model.safetensors").read_bytes()
     assert load_bundle(tmp_path / "run").model.class_names == ["astronaut", "cat", "coffee"]
+
+
+def test_on_a_large_validation_split_a_tie_goes_to_fine_tuning() -> None:
+    def scored(right: int) -> TrainResult:  # `right` of 200 validation images right
+        labels = np.zeros(200, dtype=np.int64)
+        probs = np.tile([0.9, 0.1], (200, 1))
+        probs[right:] = [0.1, 0.9]
+        metrics = compute_metrics(labels, probs, ["a", "b"])
+        return TrainResult(cast(TransferModel, None), Path("."), [], metrics, None, [])
+
+    assert _decide(scored(170), scored(171), False, {})[0]
+    keep, why = _decide(scored(170), scored(170), False, {})
+    assert keep and "breaks the tie" in why
+    keep, why = _decide(scored(171), scored(170), False, {})
+    assert not keep and "the probe is kept" in why
 
 
 def test_auto_is_the_default_strategy() -> None:
@@ -159,7 +180,7 @@ def _one_image_better(run: Run) -> TrainResult:
     assert right == 1
     model.save(run.out)
     return TrainResult(model, run.out, [], compute_metrics(after.labels, after.probs, model.class_names), None, [],
-                       validation)
+                       validation, after)
 
 
 @pytest.mark.slow
@@ -169,7 +190,8 @@ def test_one_image_better_on_a_small_validation_split_keeps_the_probe(tmp_path: 
         (data / name).mkdir(parents=True)
         for f in sorted((EXAMPLE_DATA / "train" / name).glob("*.png"))[:20]:
             shutil.copy(f, data / name / f.name)
-    cfg = replace(AUTO, val_split=0.4, probe_epochs=10)  # 8 validation and 12 training images per class
+    # 8 validation and 12 training images per class; the input size given, so the 28 px images get no size test
+    cfg = replace(AUTO, val_split=0.4, probe_epochs=10, input_size=224)
     run = Run(data, tmp_path / "run", cfg, Runtime.detect(), started=time.perf_counter())
     result = train_auto(run, STRATEGIES["extract"], _one_image_better)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -180,8 +202,3 @@ def test_one_image_better_on_a_small_validation_split_keeps_the_probe(tmp_path: 
     assert scores["finetune"] == pytest.approx(scores["extract"] + 1 / 24)
     assert auto["chosen"] == "extract" and "within the split's noise" in auto["why"]
     assert result.val_metrics.accuracy == scores["extract"]
-    cv = auto["probe_cv"]  # the probe's weight decay came from 5-fold cross-validation on all 60 images
-    assert (cv["folds"], cv["images"]) == (5, 60) and len(cv["accuracy"]) == 3
-    assert meta["train_config"]["weight_decay"] == cv["chosen_weight_decay"]
-    best = max(cv["accuracy"].values())
-    assert cv["accuracy"][str(cv["chosen_weight_decay"])] == best

@@ -15,9 +15,9 @@ from transferkit.errors import UserError
 from transferkit.training.config import OPTIONS, ConfigError, TrainConfig
 
 TRAIN_FLAGS = {  # README, tests/test_resume.py (TINY_FLAGS) and users' scripts rely on these names
-    "--backbone", "--weights", "--layer", "--strategy", "--views", "--probe-epochs", "--epochs", "--fine-tune-epochs",
-    "--unfreeze-blocks", "--lr", "--fine-tune-lr", "--batch-size", "--val-split", "--seed", "--class-weights",
-    "--patience", "--hidden", "--dropout", "--pair-epochs",
+    "--backbone", "--weights", "--layer", "--input-size", "--strategy", "--views", "--probe-epochs", "--epochs",
+    "--fine-tune-epochs", "--unfreeze-blocks", "--lr", "--fine-tune-lr", "--batch-size", "--val-split", "--seed",
+    "--class-weights", "--patience", "--hidden", "--dropout", "--pair-epochs",
 }
 
 

@@ -60,6 +60,7 @@ def feature_folder(cfg: TrainConfig) -> Path:
     """The extract strategy's cache for `cfg`: one folder per set of options that decide the features, so fits
     with the same ones share rows (keyed by file content) and fits with other ones never rebuild each other's."""
     key = {"backbone": cfg.backbone, "weights": cfg.weights, "layer": cfg.layer or "deep", "views": cfg.views,
+           **({"input_size": cfg.input_size} if cfg.input_size is not None else {}),
            "augmentation": {**dataclasses.asdict(cfg.augmentation), "seed": cfg.seed} if cfg.views else None}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "features" / f"{cfg.backbone}-{digest}"
@@ -85,9 +86,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     `model_.save(folder)` to keep or share it, and load it with `transferkit.TransferModel.load(folder)`."""
 
     def __init__(self, backbone: str = _D.backbone, *, weights: str | None = _D.weights, layer: str | None = _D.layer,
-                 strategy: str = "extract", views: int = _D.views, probe_epochs: int = _D.probe_epochs,
-                 epochs: int = _D.epochs, fine_tune_epochs: int = _D.fine_tune_epochs,
-                 unfreeze_blocks: int | None = _D.unfreeze_blocks, lr: float = _D.lr,
+                 input_size: int | None = _D.input_size, strategy: str = "extract", views: int = _D.views,
+                 probe_epochs: int = _D.probe_epochs, epochs: int = _D.epochs,
+                 fine_tune_epochs: int = _D.fine_tune_epochs, unfreeze_blocks: int | None = _D.unfreeze_blocks,
+                 lr: float = _D.lr,
                  fine_tune_lr: float = _D.fine_tune_lr, lr_spread: float = _D.lr_spread,
                  batch_size: int = _D.batch_size, val_split: float = _D.val_split, seed: int = _D.seed,
                  class_weights: bool = _D.class_weights, patience: int = _D.patience,
@@ -101,6 +103,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone = backbone
         self.weights = weights
         self.layer = layer
+        self.input_size = input_size
         self.strategy = strategy
         self.views = views
         self.probe_epochs = probe_epochs

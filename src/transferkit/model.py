@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models import create_feature_extractor
+from timm.models import create_feature_extractor, get_pretrained_cfg
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -23,8 +23,9 @@ from transferkit.backbones.registry import get_backbone, resolve_layer
 from transferkit.backbones.spec import BackboneSpec
 from transferkit.backbones.weights import WeightsInfo, build_network
 from transferkit.data.preprocess import Preprocessing
+from transferkit.errors import UserError
 
-__all__ = ["Backbone", "HeadConfig", "LayerFeatures", "ParamGroup", "TransferModel"]
+__all__ = ["Backbone", "HeadConfig", "LayerFeatures", "ParamGroup", "TransferModel", "fixed_input_size"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,13 @@ class LayerFeatures(nn.Module):
         return out.mean(dim=(2, 3)) if out.ndim == 4 else out.mean(dim=1)
 
 
+def fixed_input_size(spec: BackboneSpec) -> bool:
+    """Whether the network takes images of its own input size only (timm says so of a ViT, whose position
+    embeddings are made for one grid of patches)."""
+    cfg = get_pretrained_cfg(spec.hub_id) if spec.hub_id is not None else None
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
 class Backbone:
     """A pretrained base without its top (Keras' `include_top=False`), with the preprocessing it was trained with
     and where it is cut: `backbone(images)` gives pooled features of size `feature_dim`.
@@ -92,12 +100,21 @@ class Backbone:
             self.module, self.blocks, self.feature_dim = cut, spec.blocks[:index + 1], cut.feature_dim
 
     @classmethod
-    def from_pretrained(cls, name: str, weights: str | None = None, layer: str | None = None) -> Backbone:
-        """The base of backbone `name` with its pretrained weights (or `weights`: a file, or "random")."""
+    def from_pretrained(cls, name: str, weights: str | None = None, layer: str | None = None,
+                        input_size: int | None = None) -> Backbone:
+        """The base of backbone `name` with its pretrained weights (or `weights`: a file, or "random"), fed
+        images of `input_size` pixels instead of the size it was trained at, if given (a smaller one for small
+        source images: the same weights, a fraction of the work)."""
         spec = get_backbone(name)
+        own = spec.preprocessing.input_size
+        if input_size not in (None, own) and fixed_input_size(spec):
+            raise UserError(f"backbone {spec.name} takes {own} px images only (its position embeddings are made for "
+                            f"that size): drop --input-size {input_size}, or choose a convolutional backbone")
         net, info = build_network(spec, weights)
         net.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
-        return cls(spec, net, spec.preprocessing, info, layer)
+        preprocessing = spec.preprocessing if input_size is None else replace(spec.preprocessing,
+                                                                              input_size=input_size)
+        return cls(spec, net, preprocessing, info, layer)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(images)
@@ -151,10 +168,11 @@ class TransferModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, backbone: str, class_names: Sequence[str], head: HeadConfig = HeadConfig(),
-                        weights: str | None = None, layer: str | None = None) -> TransferModel:
+                        weights: str | None = None, layer: str | None = None,
+                        input_size: int | None = None) -> TransferModel:
         """The Keras `include_top=False` base with its pretrained weights, frozen, and a fresh head reading the
-        pooled output of the whole base or of `layer`."""
-        model = cls(Backbone.from_pretrained(backbone, weights, layer), class_names, head)
+        pooled output of the whole base or of `layer` (at `input_size` pixels: see `Backbone.from_pretrained`)."""
+        model = cls(Backbone.from_pretrained(backbone, weights, layer, input_size), class_names, head)
         model.freeze_base()
         return model
 

@@ -19,7 +19,8 @@ TEXT_FIELDS = {"train": tuple(TEXT_OPTIONS), "extract": tuple(TEXT_OPTIONS),
                "evaluate": ("text_column", "label_column", "replace_invalid_utf8"),
                "report": ("text_column", "label_column", "replace_invalid_utf8"),
                "predict": ("text_column", "replace_invalid_utf8")}
-IMAGE_ONLY = ("backbone", "weights", "layer", "views")  # train/extract flags that mean nothing for texts
+# train/extract flags that mean nothing for texts
+IMAGE_ONLY = ("backbone", "weights", "layer", "input_size", "views")
 
 
 def add_text_flags(p: argparse.ArgumentParser, command: str, modality: bool = True) -> None:

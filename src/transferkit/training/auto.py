@@ -1,28 +1,32 @@
 """`--strategy auto` (the default for images): measure, then keep what did best on validation, never worse than
 the linear probe.
 
+0. Small source images (a median shorter side of at most half the backbone's input size) get an input-size
+   test first (`size_test.py`): the smallest of the full, three-quarter and half size whose cross-validated
+   probe accuracy is within noise of the best is used for everything after it, and saved in the bundle.
 1. The linear probe (the `extract` strategy: the head on cached features of the frozen base) always runs first:
-   seconds of work, and the floor every other choice must beat.
-2. With a validation split under `SMALL_VALIDATION` images, one split is too noisy to choose on, so the probe's
-   weight decay is chosen by k-fold cross-validation on the cached features of every image, training and
-   validation split together (`probe_cv`), and the probe trained again with it if it differs.
-3. With fewer than `MIN_PER_CLASS` training images in the smallest class, the probe is kept: the classic size x
+   seconds of work, and the floor every other choice must beat. With a linear head on plain features (the
+   default) it is a logistic regression whose penalty is chosen by k-fold cross-validation on the training
+   split, scored on the validation split, then refitted on every image (`logistic.py`); otherwise the head
+   trains for `probe_epochs` epochs.
+2. With fewer than `MIN_PER_CLASS` training images in the smallest class, the probe is kept: the classic size x
    similarity table's choice for small data, and on such data fine-tuning rarely beats it (issue 15's figures).
-4. Otherwise the horizontal flip is tested before it is used (`flip_test`): a cross-validated probe on the cached
+3. Otherwise the horizontal flip is tested before it is used (`flip_test`): a cross-validated probe on the cached
    features, trained with and without the mirror image of each training image added. A flip that costs the probe
    accuracy (digits, text, anything with handedness) is left out of the augmentation.
-5. Fine-tuning (`finetune`, with that augmentation) runs, and replaces the probe only if it is better on the same
-   validation images: on a split of `SMALL_VALIDATION` images or more, a higher accuracy (a tie keeps the probe);
+4. Fine-tuning (`finetune`, with that augmentation) runs, and replaces the probe only if it is better on the same
+   validation images: on a split of `SMALL_VALIDATION` images or more, at least the same accuracy (with that much
+   data the size x similarity table's prior is fine-tuning, and the prior breaks a tie);
    on a smaller one, a win beyond the split's noise, by a one-sided exact McNemar test at p < 0.05 on the images
-   exactly one of the two gets right (`evaluation.paired`): one image more is never enough.
+   exactly one of the two gets right (`evaluation.paired`): one image more is never enough. Both are judged on
+   their held-out validation probabilities, so the probe's refit on every image does not flatter it.
 
 Each candidate's bundle stays in `RUN/auto/<strategy>`; the chosen one is copied to `RUN`, with what was measured
 and why in its `model.json` under `auto`.
 
-Not chosen by measurement yet: the input size (a small source image, such as a 28 px digit, is still upscaled
-to the backbone's full input size), the `frozen` strategy (the head trained on the frozen base with augmentation
-is never a candidate), the layer and backbone (unless `--backbone auto`), and the fine-tuning's own settings
-(epochs, rates, blocks unfrozen: as configured).
+Not chosen by measurement yet: the `frozen` strategy (the head trained on the frozen base with augmentation
+is never a candidate), augmentations other than the flip, the layer and backbone (unless `--backbone auto`), and
+the fine-tuning's own settings (epochs, rates, blocks unfrozen: as configured).
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from transferkit.data.images import BadImage, load_image
 from transferkit.data.preprocess import Augmentation
 from transferkit.data.transforms import eval_transform
 from transferkit.evaluation.paired import PairedTest, paired_test
-from transferkit.evaluation.predict import score
 from transferkit.features.engine import make_engine
 from transferkit.features.extract import extract_features
 from transferkit.io.atomic import atomic_write_bytes, atomic_write_text
@@ -51,8 +54,8 @@ from transferkit.model import Backbone
 from transferkit.runtime import Runtime
 from transferkit.selection.rank import stratified_rows
 from transferkit.selection.scores import probe_accuracy_with_views
-from transferkit.training.probe_cv import ProbeCV, cross_validate_probe
 from transferkit.training.run import Run, TrainResult
+from transferkit.training.size_test import size_test
 
 __all__ = ["AUTO_DIR", "FLIP_TOLERANCE", "MIN_PER_CLASS", "SMALL_VALIDATION", "FlipTest", "compare_on_validation",
            "flip_test", "train_auto"]
@@ -119,40 +122,33 @@ def _adopt(chosen: Path, out: Path, record: dict[str, Any]) -> None:
     atomic_write_text(out / META_FILE, json.dumps({**meta, "auto": record}, indent=2) + "\n")
 
 
-def _probe_cv(run: Run, probe: TrainResult, folder: Path) -> ProbeCV:
-    """The probe's weight decay by k-fold cross-validation on the cached plain features of every image."""
-    cfg = run.cfg
-    cache = extract_features(run.files(), probe.model.backbone, folder, 0, Augmentation(), cfg.seed, run.runtime)
-    return cross_validate_probe(np.asarray(cache.features), np.asarray(cache.labels),
-                                len(probe.model.class_names), replace(cfg, strategy="extract"), run.runtime)
-
-
-def _right(result: TrainResult, runtime: Runtime) -> dict[Path, bool]:
-    """Whether the result's model gets each of its validation images right."""
-    assert result.validation is not None  # every image strategy returns its validation split
-    scored = score(result.model, result.validation, runtime)
+def _right(result: TrainResult) -> dict[Path, bool]:
+    """Whether the result's model got each of its validation images right, as held out."""
+    scored = result.val_scored
+    assert scored is not None  # every image strategy returns its validation probabilities
     return {path: bool(guess == label)
             for path, guess, label in zip(scored.paths, scored.probs.argmax(1), scored.labels)}
 
 
-def compare_on_validation(probe: TrainResult, tuned: TrainResult, runtime: Runtime) -> PairedTest:
+def compare_on_validation(probe: TrainResult, tuned: TrainResult) -> PairedTest:
     """The paired test of `tuned` (the challenger) against `probe` on the validation images both held out."""
-    probe_right, tuned_right = _right(probe, runtime), _right(tuned, runtime)
+    probe_right, tuned_right = _right(probe), _right(tuned)
     shared = [path for path in probe_right if path in tuned_right]
     return paired_test(np.array([probe_right[p] for p in shared], dtype=bool),
                        np.array([tuned_right[p] for p in shared], dtype=bool))
 
 
-def _decide(probe: TrainResult, tuned: TrainResult, small: bool, runtime: Runtime,
-            record: dict[str, Any]) -> tuple[bool, str]:
+def _decide(probe: TrainResult, tuned: TrainResult, small: bool, record: dict[str, Any]) -> tuple[bool, str]:
     """Does fine-tuning replace the probe, and why (in words); a small split's paired test goes in `record`."""
     p, t = probe.val_metrics.accuracy, tuned.val_metrics.accuracy
     if not small:
         if t > p:
             return True, f"fine-tuning reached validation accuracy {t:.3f} against the probe's {p:.3f}"
-        return False, (f"fine-tuning reached validation accuracy {t:.3f}, not above the probe's {p:.3f}: the probe "
-                       f"is kept")
-    test = compare_on_validation(probe, tuned, runtime)
+        if t == p:
+            return True, (f"fine-tuning tied the probe on validation ({t:.3f}); with {SMALL_VALIDATION} or more "
+                          f"validation images the size x similarity table's prior, fine-tuning, breaks the tie")
+        return False, f"fine-tuning reached validation accuracy {t:.3f}, below the probe's {p:.3f}: the probe is kept"
+    test = compare_on_validation(probe, tuned)
     record["paired_test"] = test.to_json()
     counts = (f"on {test.images} validation images fine-tuning got {test.only_challenger} right that the probe "
               f"missed and missed {test.only_incumbent} that the probe got right (one-sided exact McNemar test, "
@@ -171,21 +167,21 @@ def train_auto(run: Run, extract: Callable[[Run], TrainResult], images: Callable
     check_trainable(files)
     folder = run.features or run.out / "features"
     per_class = int(np.bincount(files.labels()).min() * (1 - cfg.val_split))
+    record: dict[str, Any] = {}
+    sizes = size_test(files, cfg, run.out / AUTO_DIR / "sizes", run.runtime)
+    if sizes is not None:
+        record["size_test"] = sizes.to_json()
+        log.info(f"input size test (source images {sizes.source} px; cross-validated probe on {sizes.images} "
+                 f"images): " + ", ".join(f"{size} px {score:.3f}" for size, score in sizes.accuracy.items())
+                 + f"; {sizes.chosen} px from here on")
+        if sizes.chosen != next(iter(sizes.accuracy)):  # the backbone's own size is the default anyway
+            cfg = replace(cfg, input_size=sizes.chosen)
+            run = replace(run, cfg=cfg)
     log.info(f"strategy auto: the linear probe first ({per_class} training images in the smallest class)")
     probe_run = replace(run, out=run.out / AUTO_DIR / "extract", cfg=replace(cfg, strategy="extract"),
                         features=folder)
     probe = extract(probe_run)
-    record: dict[str, Any] = {}
-    validation = probe.val_metrics.count
-    small = validation < SMALL_VALIDATION
-    if small:
-        cv = _probe_cv(run, probe, folder)
-        record["probe_cv"] = cv.to_json()
-        log.info(f"{validation} validation images (under {SMALL_VALIDATION}): the probe's weight decay by "
-                 f"{cv.folds}-fold cross-validation on the cached features of all {cv.images} images: "
-                 + ", ".join(f"{wd:g} {acc:.3f}" for wd, acc in cv.accuracy.items()) + f"; chose {cv.chosen:g}")
-        if cv.chosen != cfg.weight_decay:
-            probe = extract(replace(probe_run, cfg=replace(probe_run.cfg, weight_decay=cv.chosen)))
+    small = probe.val_metrics.count < SMALL_VALIDATION
     scores = {"extract": probe.val_metrics.accuracy}
     record["validation_accuracy"] = scores
     chosen = probe
@@ -201,7 +197,7 @@ def train_auto(run: Run, extract: Callable[[Run], TrainResult], images: Callable
         tuned = images(replace(run, out=run.out / AUTO_DIR / "finetune",
                                cfg=replace(cfg, strategy="finetune", augmentation=augmentation)))
         scores["finetune"] = tuned.val_metrics.accuracy
-        keep_tuned, why = _decide(probe, tuned, small, run.runtime, record)
+        keep_tuned, why = _decide(probe, tuned, small, record)
         chosen = tuned if keep_tuned else probe
     name = "extract" if chosen is probe else "finetune"
     record |= {"chosen": name, "why": why}

@@ -19,15 +19,19 @@ from transferkit.backbones.registry import DEFAULT_BACKBONE
 from transferkit.data.preprocess import Augmentation
 from transferkit.errors import UserError
 
-__all__ = ["AUTO_BACKBONE", "HEAD_LR_RATIO", "LR_SPREAD", "OPTIONS", "STRATEGY_NAMES", "TEXT_ONLY_FIELDS",
-           "ConfigError", "Option", "TrainConfig", "check_field", "number", "option", "refuse_unknown", "shown",
-           "text", "whole", "whole_or_all"]
+__all__ = ["AUTO_BACKBONE", "FINE_TUNE_EPOCHS", "FINE_TUNE_LR", "HEAD_LR_RATIO", "LR_SPREAD", "MIN_INPUT_SIZE",
+           "OPTIONS", "STRATEGY_NAMES", "TEXT_ONLY_FIELDS", "UNFREEZE_BLOCKS", "ConfigError", "Option", "TrainConfig",
+           "check_field", "number", "option", "refuse_unknown", "shown", "text", "whole", "whole_or_all"]
 
 # The two-stage recipe's constants, stated once: the head learns HEAD_LR_RATIO times faster than the top
 # unfrozen block (and the linear probe runs at that multiple of the head rate); rates fall geometrically by
 # LR_SPREAD from the top block to the stem.
 HEAD_LR_RATIO = 3.0
 LR_SPREAD = 10.0
+# Stage 2's defaults: the top 4 blocks for up to 8 epochs from 2e-4, the deeper of the two recipes
+# benchmarks/quality.py measured (2 blocks, 4 epochs from 1e-4 only tied the probe at 100 images per class).
+FINE_TUNE_EPOCHS, UNFREEZE_BLOCKS, FINE_TUNE_LR = 8, 4, 2e-4
+MIN_INPUT_SIZE = 32  # pixels: below it the deepest blocks of an ImageNet network see under one pixel
 
 # extract: only the head, trained on features the frozen base computed once (cached); frozen: stage 1 only;
 # finetune: stage 1, then stage 2 (the top blocks unfrozen); auto (the default): the probe first, then
@@ -148,6 +152,11 @@ class TrainConfig:
         None, "weights file (.safetensors or .pth state dict), or 'random' (default: the backbone's pretrained "
               "weights)", lambda v: v is None or (isinstance(v, str) and bool(v)),
         "a weights file, 'random' or None (pretrained)", metavar="PATH|random")
+    input_size: int | None = option(
+        None, "pixels of the square each image is resized and cropped to (default: the backbone's own, such as "
+              "224; auto measures whether a smaller one keeps the accuracy of small source images)",
+        lambda v: v is None or _at_least(MIN_INPUT_SIZE)(v), f"{MIN_INPUT_SIZE} or more, or None (the backbone's own)",
+        whole, metavar="PIXELS")
     layer: str | None = option(
         None, "features from: deep (default, the whole base), mid, shallow, or a block name (see `transferkit "
               "models --json`)", lambda v: v is None or (isinstance(v, str) and bool(v)),
@@ -167,13 +176,13 @@ class TrainConfig:
     pair_epochs: int = _count(12, "texts, strategy contrastive: epochs of the contrastive encoder tune, each on "
                                   "fresh pairs (one of the same class, one of another per text)", minimum=1)
     epochs: int = _count(4, "stage 1 (head) epochs at most; early stopping may end it sooner", minimum=1)
-    fine_tune_epochs: int = _count(4, "stage 2 epochs at most; 0 skips fine-tuning")
+    fine_tune_epochs: int = _count(FINE_TUNE_EPOCHS, "stage 2 epochs at most; 0 skips fine-tuning")
     unfreeze_blocks: int | None = option(
-        2, "top blocks of the base to fine-tune in stage 2, or 'all'", lambda v: v is None or _at_least(0)(v),
-        "0 or more, or all (None)", whole_or_all, metavar="K|all")
+        UNFREEZE_BLOCKS, "top blocks of the base to fine-tune in stage 2, or 'all'",
+        lambda v: v is None or _at_least(0)(v), "0 or more, or all (None)", whole_or_all, metavar="K|all")
     lr: float = _positive(1e-3, f"head learning rate in stage 1 (the probe uses {HEAD_LR_RATIO:g}x)", "1e-3")
-    fine_tune_lr: float = _positive(1e-4, f"learning rate of the top unfrozen block in stage 2 (the head gets "
-                                          f"{HEAD_LR_RATIO:g}x, lower blocks less)", "1e-4")
+    fine_tune_lr: float = _positive(FINE_TUNE_LR, f"learning rate of the top unfrozen block in stage 2 (the head "
+                                                  f"gets {HEAD_LR_RATIO:g}x, lower blocks less)", "1e-4")
     lr_spread: float = _positive(LR_SPREAD, "top block lr / stem lr in stage 2", "10", flag=False)
     batch_size: int = _count(16, "images per optimizer step (under torchrun: per process; the global batch is "
                                  "this x processes)", minimum=1)

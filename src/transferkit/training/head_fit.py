@@ -7,7 +7,9 @@ validation loss; the validation probabilities it returns are made at temperature
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,24 +23,32 @@ from transferkit.training.features import FeatureBatches, head_optimizer
 from transferkit.training.loop import Best, EpochResult, LoopState, Stage, fit
 from transferkit.training.schedule import class_weights
 
-__all__ = ["HeadFit", "fit_head"]
+__all__ = ["HeadFit", "HeadFitter", "fit_head"]
 
 
 @dataclass(frozen=True)
 class HeadFit:
     """What training the head did: its epochs, where its best weights came from, and the best head's
-    validation probabilities (temperature 1) with the true labels."""
+    validation probabilities (temperature 1) with the true labels; `details`, what the bundle should record of
+    how it was fitted (beyond the epochs), if anything."""
 
     history: list[EpochResult]
     best: str
     val_probs: np.ndarray
     val_labels: np.ndarray
+    details: dict[str, Any] | None = None
+
+
+# How a head is fitted on fixed features: (head, x_train, y_train, x_val, y_val, num_classes, cfg, runtime).
+HeadFitter = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, TrainConfig, Runtime],
+                      HeadFit]
 
 
 def fit_head(head: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
              y_val: torch.Tensor, num_classes: int, cfg: TrainConfig, runtime: Runtime) -> HeadFit:
     """Train `head` (moved to the runtime's device) on the training rows, validate each epoch, and leave the
     best epoch's weights in it."""
+    details().info(f"training the head on fixed features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
     device = runtime.device
     x_val, y_val = x_val.to(device), y_val.to(device)
     weight = class_weights(y_train.tolist(), num_classes).to(device) if cfg.class_weights else None

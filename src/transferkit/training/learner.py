@@ -39,7 +39,7 @@ from transferkit.io.logfile import details
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.callbacks import EarlyStopping, RestoreBest
-from transferkit.training.config import HEAD_LR_RATIO, LR_SPREAD
+from transferkit.training.config import FINE_TUNE_EPOCHS, FINE_TUNE_LR, HEAD_LR_RATIO, LR_SPREAD, UNFREEZE_BLOCKS
 from transferkit.training.features import FeatureBatches, head_optimizer
 from transferkit.training.loop import Best, Callback, EpochResult, LoopState, Stage, evaluate_loss, fit
 from transferkit.training.schedule import class_weights, group_lrs, make_optimizer
@@ -146,9 +146,10 @@ class Learner:
         return fit(distributed.wrap(self.model, self.runtime), stage, self.loss_fn, self.runtime, self.best,
                    self._state_for(name), callbacks, best_of=self.model)
 
-    def fine_tune(self, epochs: int = 4, lr: float = 1e-3, fine_tune_epochs: int = 4, fine_tune_lr: float = 1e-4,
-                  unfreeze_blocks: int | None = 2, probe_epochs: int = 30, lr_spread: float = LR_SPREAD,
-                  patience: int = 3, warmup_epochs: float = 1.0) -> list[EpochResult]:
+    def fine_tune(self, epochs: int = 4, lr: float = 1e-3, fine_tune_epochs: int = FINE_TUNE_EPOCHS,
+                  fine_tune_lr: float = FINE_TUNE_LR, unfreeze_blocks: int | None = UNFREEZE_BLOCKS,
+                  probe_epochs: int = 30, lr_spread: float = LR_SPREAD, patience: int = 3,
+                  warmup_epochs: float = 1.0) -> list[EpochResult]:
         """The two-stage recipe: freeze the base, warm-start the head on frozen features, train it with
         augmentation, then unfreeze the top `unfreeze_blocks` blocks (None: all) and train again with lower,
         spread rates. A resumed learner skips what its run had finished. Returns the whole history."""

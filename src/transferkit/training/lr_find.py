@@ -186,7 +186,7 @@ def find_lr(data: LabelledFiles | str | Path, cfg: TrainConfig, stage: str = "he
     images = load_images(data, cfg.val_split, cfg.seed, runtime.workers)
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(images.classes), HeadConfig(cfg.hidden, cfg.dropout),
-                                          cfg.weights, cfg.layer)
+                                          cfg.weights, cfg.layer, cfg.input_size)
     model.train_bn = cfg.train_bn
     learner = Learner(model, images, cfg.batch_size, cfg.augmentation, cfg.weight_decay, cfg.label_smoothing,
                       cfg.class_weights, cfg.seed, runtime)

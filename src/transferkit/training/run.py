@@ -13,6 +13,7 @@ from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.repeats import LEAK
 from transferkit.data.split import ImageData
 from transferkit.evaluation.metrics import Metrics
+from transferkit.evaluation.predict import Scored
 from transferkit.io.bundle import save_bundle
 from transferkit.io.logfile import details
 from transferkit.model import TransferModel
@@ -62,6 +63,7 @@ class TrainResult:
     test_metrics: Metrics | None
     skipped: list[tuple[Path, str]]
     validation: LabelledFiles | None = None  # the validation split, for a report on it
+    val_scored: Scored | None = None  # the model's validation probabilities as held out (temperature 1)
 
 
 def log_data(data: ImageData, out: Path) -> None:
@@ -86,9 +88,9 @@ def log_backbone(model: TransferModel) -> None:
 
 def save_run(run: Run, model: TransferModel, history: list[EpochResult], best: str, data: ImageData,
              val_metrics: Metrics, test_metrics: Metrics | None, features: dict[str, Any] | None = None,
-             processes: dict[str, Any] | None = None) -> None:
-    """The bundle, with what the run did in its metadata (`processes`: how a torchrun job was spread); the resume
-    state is no longer needed after it."""
+             processes: dict[str, Any] | None = None, probe: dict[str, Any] | None = None) -> None:
+    """The bundle, with what the run did in its metadata (`processes`: how a torchrun job was spread; `probe`:
+    how a head on fixed features was fitted, beyond its epochs); the resume state is no longer needed after it."""
     extra = {
         "train_config": run.cfg.to_json(),
         "history": [h.to_json() for h in history],
@@ -100,6 +102,7 @@ def save_run(run: Run, model: TransferModel, history: list[EpochResult], best: s
         "seconds": round(time.perf_counter() - run.started, 1),
         **({"features": features} if features is not None else {}),
         **({"processes": processes} if processes is not None else {}),
+        **({"probe": probe} if probe is not None else {}),
     }
     save_bundle(model, run.out, extra)
     (run.out / RESUME_FILE).unlink(missing_ok=True)  # the bundle is the result now; nothing is left to resume

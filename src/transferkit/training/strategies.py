@@ -42,8 +42,9 @@ from transferkit.runtime import Runtime
 from transferkit.training.auto import train_auto
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar
 from transferkit.training.config import AUTO_BACKBONE, STRATEGY_NAMES, TrainConfig
-from transferkit.training.head_fit import fit_head
+from transferkit.training.head_fit import HeadFitter, fit_head
 from transferkit.training.learner import Learner
+from transferkit.training.logistic import fit_logistic_head
 from transferkit.training.loop import Callback, EpochResult, Stage
 from transferkit.training.resume import RESUME_FILE, SaveResume, fingerprint, restore, resume_point
 from transferkit.training.run import LOG_FILE, Run, TrainResult, log_backbone, log_data, save_run
@@ -105,7 +106,7 @@ def _train_images(run: Run) -> TrainResult:
 
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(data.classes), HeadConfig(cfg.hidden, cfg.dropout),
-                                          cfg.weights, cfg.layer)
+                                          cfg.weights, cfg.layer, cfg.input_size)
     model.train_bn = cfg.train_bn
     log_backbone(model)
     run_fingerprint = fingerprint(cfg, data, run.runtime.world_size)
@@ -125,15 +126,17 @@ def _train_images(run: Run) -> TrainResult:
                       unfreeze_blocks=cfg.unfreeze_blocks, probe_epochs=cfg.probe_epochs, lr_spread=cfg.lr_spread,
                       patience=cfg.patience, warmup_epochs=cfg.warmup_epochs)
     weights = distributed.parameters_agree(model) if run.runtime.world_size > 1 else None
-    val_metrics, test_metrics = distributed.gather((summary.val_metrics, summary.test_metrics))[0]  # rank 0's
+    val_metrics, test_metrics, val_scored = distributed.gather(
+        (summary.val_metrics, summary.test_metrics, summary.val_scored))[0]  # rank 0's
     assert val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
     if main:
-        assert summary.val_scored is not None
-        calibrate(model, summary.val_scored.probs, summary.val_scored.labels)
+        assert val_scored is not None
+        calibrate(model, val_scored.probs, val_scored.labels)
         save_run(run, model, learner.history, learner.best.where, data, val_metrics, test_metrics,
                  processes=_processes(run, weights))
     distributed.barrier()  # the other processes end once the bundle is written
-    return TrainResult(model, run.out, learner.history, val_metrics, test_metrics, list(data.skipped), data.val)
+    return TrainResult(model, run.out, learner.history, val_metrics, test_metrics, list(data.skipped), data.val,
+                       val_scored)
 
 
 def _processes(run: Run, weights: str | None) -> dict[str, Any] | None:
@@ -145,10 +148,11 @@ def _processes(run: Run, weights: str | None) -> dict[str, Any] | None:
             "global_batch": run.cfg.batch_size * rt.world_size, "weights_sha256_on_every_rank": weights}
 
 
-def _train_on_features(run: Run) -> TrainResult:
-    """`extract`: the base runs once per image (features cached, reused by later runs), then the head trains
-    for `probe_epochs` epochs on the cached features in seconds; the epoch with the lowest validation loss is
-    kept. The bundle is a whole model (base + head) that reads raw images."""
+def _train_on_features(run: Run, fitter: HeadFitter = fit_head) -> TrainResult:
+    """`extract`: the base runs once per image (features cached, reused by later runs), then the head is fitted
+    on the cached features in seconds: by default trained for `probe_epochs` epochs, the epoch with the lowest
+    validation loss kept (auto's probe: `logistic.fit_logistic_head`). The bundle is a whole model (base + head)
+    that reads raw images."""
     cfg, runtime = run.cfg, run.runtime
     folder = run.features or run.out / "features"
     test_files = run.test_files()
@@ -157,7 +161,7 @@ def _train_on_features(run: Run) -> TrainResult:
     check_trainable(files)
     torch.manual_seed(cfg.seed)
     model = TransferModel.from_pretrained(cfg.backbone, list(files.classes), HeadConfig(cfg.hidden, cfg.dropout),
-                                          cfg.weights, cfg.layer)
+                                          cfg.weights, cfg.layer, cfg.input_size)
     log_backbone(model)
     cache = extract_features(files, model.backbone, folder, cfg.views, cfg.augmentation, cfg.seed, runtime)
     log.info(f"features: {cache.stats.computed} computed, {cache.stats.reused} reused from {folder}")
@@ -175,9 +179,8 @@ def _train_on_features(run: Run) -> TrainResult:
         views = torch.from_numpy(np.array(cache.views[train_idx]))
         x_train = torch.cat([x_train, views.reshape(-1, views.shape[-1])])
         y_train = torch.cat([y_train, y_train.repeat_interleave(views.shape[1])])
-    log.info(f"training the head on cached features ({cfg.probe_epochs} epochs, {len(y_train)} examples)")
-    fitted = fit_head(model.head, x_train, y_train, features[val_idx], labels[val_idx], len(files.classes), cfg,
-                      runtime)
+    fitted = fitter(model.head, x_train, y_train, features[val_idx], labels[val_idx], len(files.classes), cfg,
+                    runtime)
     model.eval()
     val_metrics = compute_metrics(fitted.val_labels, fitted.val_probs, model.class_names)
     calibrate(model, fitted.val_probs, fitted.val_labels)
@@ -189,14 +192,18 @@ def _train_on_features(run: Run) -> TrainResult:
     log.info(line)
     if runtime.is_main:  # under torchrun every process trained the same head on the same features
         save_run(run, model, fitted.history, fitted.best, data, val_metrics, test_metrics,
-                 {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()})
+                 {"folder": str(folder), "key": cache.key, "stats": cache.stats.to_json()}, probe=fitted.details)
     distributed.barrier()
-    return TrainResult(model, run.out, fitted.history, val_metrics, test_metrics, list(data.skipped), data.val)
+    val_scored = Scored([s.path for s in data.val.samples], fitted.val_labels, fitted.val_probs, [])
+    return TrainResult(model, run.out, fitted.history, val_metrics, test_metrics, list(data.skipped), data.val,
+                       val_scored)
 
 
 def _train_auto(run: Run) -> TrainResult:
-    """`auto`: the probe, then fine-tuning with a tested augmentation; the better on validation (`auto`)."""
-    return train_auto(run, _train_on_features, _train_images)
+    """`auto`: the probe (a linear head on plain features: the cross-validated logistic regression), then
+    fine-tuning with a tested augmentation; the better on validation (`auto`)."""
+    linear = run.cfg.hidden == 0 and run.cfg.views == 0
+    return train_auto(run, lambda r: _train_on_features(r, fit_logistic_head if linear else fit_head), _train_images)
 
 
 STRATEGIES: dict[str, Callable[[Run], TrainResult]] = {

@@ -1,0 +1,84 @@
+"""auto's linear probe: the cross-validated logistic regression written into the model's linear head. The head
+must give exactly scikit-learn's probabilities, C must be the cross-validation's best, the validation
+probabilities must be the held-out fit's, and the kept head the fit on every image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from transferkit.model import HeadConfig, build_head
+from transferkit.runtime import Runtime
+from transferkit.training.config import TrainConfig
+from transferkit.training.logistic import C_GRID, choose_c, fit_logistic_head
+
+
+def _blobs(n_per_class: int, classes: int, dim: int = 16, seed: int = 0,
+           spread: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(classes, dim))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    features = centres[labels] + rng.normal(size=(len(labels), dim)) + 5.0  # off-centre: the scaler matters
+    return features.astype(np.float32), labels
+
+
+def _fit(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, classes: int,
+         cfg: TrainConfig = TrainConfig()) -> tuple[torch.nn.Sequential, object]:
+    head = build_head(x.shape[1], classes, HeadConfig(0, 0.2))
+    fitted = fit_logistic_head(head, torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xv),
+                               torch.from_numpy(yv), classes, cfg, Runtime.detect())
+    return head, fitted
+
+
+def _sklearn(x: np.ndarray, y: np.ndarray, c: float) -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+
+
+def test_the_head_gives_the_refit_on_every_image_and_validation_comes_from_the_held_out_fit() -> None:
+    x, y = _blobs(30, 4)
+    xv, yv = _blobs(10, 4, seed=1)
+    head, fitted = _fit(x, y, xv, yv, 4)
+    c = fitted.details["cv"]["chosen_c"]
+    assert fitted.best == f"logistic regression, C={c:g}" and fitted.details["refit_images"] == 160
+    every = _sklearn(np.concatenate([x, xv]), np.concatenate([y, yv]), c)
+    with torch.no_grad():
+        probs = head(torch.from_numpy(xv)).softmax(1).numpy()
+    np.testing.assert_allclose(probs, every.predict_proba(xv), atol=1e-5)
+    held_out = _sklearn(x, y, c).predict_proba(xv)
+    np.testing.assert_allclose(fitted.val_probs, held_out, atol=1e-5)
+    assert not np.allclose(fitted.val_probs, probs, atol=1e-3)  # the refit has seen these images
+    (epoch,) = fitted.history
+    assert epoch.val_accuracy == pytest.approx(np.mean(held_out.argmax(1) == yv))
+
+
+def test_c_is_the_cross_validations_best() -> None:
+    x, y = _blobs(12, 3, dim=40, spread=0.6)
+    cv = choose_c(x, y, seed=0)
+    assert cv.folds == 5 and cv.images == 36 and set(cv.accuracy) == set(C_GRID)
+    best = max(cv.accuracy.values())
+    tied = [c for c in C_GRID if cv.accuracy[c] == best]
+    assert cv.chosen == min(tied, key=lambda c: cv.loss[c])
+    assert len(set(cv.loss.values())) == len(C_GRID)  # each C really was fitted: the held-out losses differ
+
+
+def test_two_classes_and_a_class_missing_from_training() -> None:
+    x, y = _blobs(20, 2)
+    head, _ = _fit(x, y, x[:4], y[:4], 3)  # a third class the data never shows
+    with torch.no_grad():
+        probs = head(torch.from_numpy(x)).softmax(1).numpy()
+    expected = _sklearn(np.concatenate([x, x[:4]]), np.concatenate([y, y[:4]]),
+                        choose_c(x, y, 0).chosen).predict_proba(x)
+    np.testing.assert_allclose(probs[:, :2], expected, atol=1e-5)
+    assert probs[:, 2].max() < 1e-9
+
+
+def test_a_head_with_a_hidden_layer_is_refused() -> None:
+    x, y = _blobs(10, 2)
+    head = build_head(x.shape[1], 2, HeadConfig(8, 0.2))
+    with pytest.raises(AssertionError, match="not a linear probe"):
+        fit_logistic_head(head, torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(x),
+                          torch.from_numpy(y), 2, TrainConfig(), Runtime.detect())
