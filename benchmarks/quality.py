@@ -23,12 +23,18 @@ ends with one JSON line of all figures.
     python benchmarks/quality.py --cpu-full           # 10, 100 and 1000 per class, the whole 10k test set (hours)
     python benchmarks/quality.py                      # 10, 100, 1000 per class and the full set, 10k test (GPU)
     python benchmarks/quality.py --sizes 2 --test-sample 60 --strategies probe,defaults   # a smoke test
+
+Each finished cell is appended to `--cells` (default WORK/cells.jsonl) with a hash of the code it ran (transferkit's
+sources and this script); a later run with the same code, test set, seed and backbone reuses the recorded cells
+instead of training them again (`--fresh` ignores them), so `--cpu-full` can be run a few cells at a time, across
+days (`--cpu-full --strategies probe,frozen`, then the rest), and the table assembled from them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -318,6 +324,35 @@ def print_table(cells: list[Cell]) -> None:
             f" | {'':>26}" for c in row))
 
 
+def code_version() -> str:
+    """A sha256 of the code a cell's figures depend on: transferkit's sources and this benchmark's."""
+    here = Path(__file__).resolve().parent
+    files = sorted((here.parent / "src" / "transferkit").rglob("*.py")) + [here / "quality.py",
+                                                                          here / "fashion_mnist.py"]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(here.parent).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def recorded_cells(path: Path, setting: dict[str, object]) -> dict[tuple[str, str], Cell]:
+    """Cells recorded in `path` (JSON Lines) under exactly `setting` (the later of two records wins)."""
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.pop("setting") == setting:
+            cell = Cell(**record)
+            found[(cell.size, cell.strategy)] = cell
+    return found
+
+
+def record_cell(path: Path, setting: dict[str, object], cell: Cell) -> None:
+    with path.open("a", encoding="utf-8") as out:  # one line per cell: a crash loses at most the cell running
+        out.write(json.dumps({"setting": setting, **asdict(cell)}) + "\n")
+
+
 def parse_sizes(text: str) -> list[int | None]:
     return [None if part.strip() == "full" else int(part) for part in text.split(",")]
 
@@ -337,6 +372,9 @@ def main() -> None:
     parser.add_argument("--exact-eval", action="store_true",
                         help="score frozen-base models with a full pass of `evaluate` (default on a GPU)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"PNG cache (default {DEFAULT_WORK})")
+    parser.add_argument("--cells", type=Path, default=None,
+                        help="finished cells, JSON Lines (default WORK/cells.jsonl)")
+    parser.add_argument("--fresh", action="store_true", help="train every cell again, recorded or not")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # training's log lines on the console
     sizes = parse_sizes(args.sizes or ("10,100" if args.quick else "10,100,1000" if args.cpu_full
@@ -356,6 +394,11 @@ def main() -> None:
     test_csv = prepare(args.work, "test", test_sample // len(CLASSES) or None, args.seed)
     test = TestSet(load_labelled(test_csv), args.backbone)
     print(f"test set: {len(test.files.samples)} images ({test_csv})", flush=True)
+    cells_file = args.cells or args.work / "cells.jsonl"
+    setting: dict[str, object] = {"code": code_version(), "seed": args.seed, "backbone": args.backbone,
+                                  "test_images": len(test.files.samples), "exact_eval": args.exact_eval,
+                                  "scratch_epochs": args.scratch_epochs}
+    recorded = {} if args.fresh else recorded_cells(cells_file, setting)
     cells: list[Cell] = []
     with tempfile.TemporaryDirectory() as tmp:
         for per_class in sizes:
@@ -364,14 +407,19 @@ def main() -> None:
             budget: float | None = None
             for strategy in strategies:
                 print(f"=== {size_label(per_class)} ({count} images): {strategy}", flush=True)
-                metrics, train_s, eval_s, note = run_cell(strategy, train_csv, test, args, Path(tmp), budget)
+                cell = recorded.get((size_label(per_class), strategy))
+                if cell is not None:
+                    print(f"(recorded in {cells_file} with this code: not trained again)")
+                else:
+                    metrics, train_s, eval_s, note = run_cell(strategy, train_csv, test, args, Path(tmp), budget)
+                    cell = Cell(size_label(per_class), strategy, count, metrics.accuracy, metrics.macro_f1,
+                                train_s, eval_s, note)
+                    record_cell(cells_file, setting, cell)
                 if strategy == "defaults":
-                    budget = train_s
-                cell = Cell(size_label(per_class), strategy, count, metrics.accuracy, metrics.macro_f1,
-                            train_s, eval_s, note)
+                    budget = cell.train_seconds
                 cells.append(cell)
                 print(f"RESULT {cell.size} {strategy}: accuracy {cell.accuracy:.4f} macro-F1 {cell.macro_f1:.4f} "
-                      f"train {train_s:.0f}s eval {eval_s:.0f}s ({note})", flush=True)
+                      f"train {cell.train_seconds:.0f}s eval {cell.eval_seconds:.0f}s ({cell.note})", flush=True)
     print_table(cells)
     print(f"(seconds = training + evaluation wall time; test features of the frozen base, shared by probe and "
           f"frozen: {test.feature_seconds:.0f}s once)")

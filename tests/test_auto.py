@@ -17,6 +17,7 @@ import torch
 from conftest import TINY_CONFIG, write_photo_dataset
 from PIL import Image, ImageDraw, ImageFont
 
+import transferkit.training.size_test as size_test_module
 from transferkit.cli.main import main
 from transferkit.data.files import EXAMPLE_DATA, load_labelled
 from transferkit.data.preprocess import Augmentation
@@ -80,11 +81,23 @@ def test_few_images_keep_the_probe(photo_data: Path, tmp_path: Path) -> None:
     assert meta["auto"]["chosen"] == "extract" and "fine-tuning was not tried" in meta["auto"]["why"]
     assert meta["train_config"]["strategy"] == "extract" and not (tmp_path / "run" / AUTO_DIR / "finetune").exists()
     assert meta["probe"]["refit_images"] == 24 and meta["data"]["validation"] == 6  # kept: refitted on all 24
-    sizes = meta["auto"]["size_test"]  # 96 px photos are small for a 224 px backbone: the size test ran
-    assert sizes["source_pixels"] == 96 and meta["preprocessing"]["input_size"] == sizes["chosen"]
+    assert "size_test" not in meta["auto"] and meta["preprocessing"]["input_size"] == 224  # under SIZE_FEWEST
     assert result.run_dir == tmp_path / "run"
     assert result.val_metrics.accuracy == meta["auto"]["validation_accuracy"]["extract"]
     assert load_bundle(tmp_path / "run").model.class_names == ["astronaut", "cat", "coffee"]
+
+
+@pytest.mark.slow
+def test_the_size_tests_choice_is_what_the_bundle_resizes_to(photo_data: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(size_test_module, "SIZE_FEWEST", 10)  # so that 24 photos of 96 px get the test
+    train(photo_data, tmp_path / "run", replace(AUTO, val_split=0.25))
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    sizes = meta["auto"]["size_test"]
+    assert sizes["source_pixels"] == 96 and set(sizes["probe_accuracy"]) == {"224", "160", "112"}
+    assert meta["preprocessing"]["input_size"] == sizes["chosen"]
+    assert meta["train_config"]["input_size"] == (None if sizes["chosen"] == 224 else sizes["chosen"])
+    assert load_bundle(tmp_path / "run").model.preprocessing.input_size == sizes["chosen"]
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from transferkit.model import HeadConfig, build_head
 from transferkit.runtime import Runtime
 from transferkit.training.config import TrainConfig
-from transferkit.training.logistic import C_GRID, choose_c, fit_logistic_head
+from transferkit.training.logistic import C_GRID, UNTESTED_C, choose_c, fit_logistic_head
 
 
 def _blobs(n_per_class: int, classes: int, dim: int = 16, seed: int = 0,
@@ -82,3 +82,12 @@ def test_a_head_with_a_hidden_layer_is_refused() -> None:
     with pytest.raises(AssertionError, match="not a linear probe"):
         fit_logistic_head(head, torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(x),
                           torch.from_numpy(y), 2, TrainConfig(), Runtime.detect())
+
+
+def test_a_class_with_one_training_image_gets_the_untested_c() -> None:
+    x, y = _blobs(3, 3)
+    x, y = x[2:], y[2:]  # class 0 keeps one image
+    cv = choose_c(x, y, seed=0)
+    assert (cv.folds, cv.chosen, cv.accuracy) == (0, UNTESTED_C, {})
+    head, fitted = _fit(x, y, x[:2], y[:2], 3)
+    assert fitted.best == f"logistic regression, C={UNTESTED_C:g}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import write_photo_dataset
 
+import transferkit.training.size_test as size_test_module
 from transferkit.data.files import load_labelled
 from transferkit.errors import UserError
 from transferkit.evaluation.predict import predict
@@ -40,8 +41,10 @@ def test_an_input_size_is_checked_and_a_fixed_size_backbone_refuses_another() ->
 
 
 @pytest.mark.slow
-def test_the_size_test_runs_on_small_images_only(tmp_path: Path) -> None:
+def test_the_size_test_runs_on_small_images_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = load_labelled(write_photo_dataset(tmp_path / "small", per_class=6, size=40))
+    assert size_test(small, TrainConfig(), tmp_path / "s0", Runtime.detect()) is None  # 18 < SIZE_FEWEST images
+    monkeypatch.setattr(size_test_module, "SIZE_FEWEST", 10)  # so that 18 images are enough
     found = size_test(small, TrainConfig(), tmp_path / "sizes", Runtime.detect())
     assert found is not None and found.source == 40 and found.images == 18
     assert list(found.accuracy) == [224, 160, 112] and all(0 <= a <= 1 for a in found.accuracy.values())

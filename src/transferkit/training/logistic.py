@@ -4,7 +4,7 @@ model's linear head, the standardisation folded into its weights, so the bundle 
 
 1. The penalty's inverse strength C is chosen from `C_GRID` by stratified k-fold cross-validation on the training
    split (a stratified sample of at most `CV_MOST` rows): the highest mean held-out accuracy, a tie going to the
-   lower held-out log loss, then to the stronger penalty.
+   lower held-out log loss, then to the stronger penalty (`UNTESTED_C` when a class has a single training image).
 2. Fitted with it on the training split: its probabilities on the validation split are the probe's validation
    score, held out like every other strategy's (what fine-tuning must beat, and what the temperature is fitted
    on).
@@ -33,18 +33,20 @@ from transferkit.training.config import TrainConfig
 from transferkit.training.head_fit import HeadFit
 from transferkit.training.loop import EpochResult
 
-__all__ = ["CV_MOST", "C_GRID", "FOLDS", "LogisticCV", "choose_c", "fit_logistic_head"]
+__all__ = ["CV_MOST", "C_GRID", "FOLDS", "UNTESTED_C", "LogisticCV", "choose_c", "fit_logistic_head"]
 
 log = logging.getLogger(__name__)
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)  # inverse penalty strength on standardised features: firm to light
 FOLDS = 5  # at most: capped by the images of the smallest class
 CV_MOST = 2000  # training rows the cross-validation looks at, at most (a stratified, seeded sample)
+UNTESTED_C = 0.1  # where cross-validation is impossible (a class with one training image): the middle of the grid
 
 
 @dataclass(frozen=True)
 class LogisticCV:
-    """Mean held-out accuracy and log loss for each C, over `folds` folds of `images` training images."""
+    """Mean held-out accuracy and log loss for each C, over `folds` folds of `images` training images (no folds
+    and no scores when a class had too few images to cross-validate)."""
 
     folds: int
     images: int
@@ -77,7 +79,10 @@ def choose_c(x: np.ndarray, y: np.ndarray, seed: int, balanced: bool = False) ->
 
     rows = stratified_rows(y, CV_MOST, seed, per_class=2)
     x, y = x[rows], y[rows]
-    k = max(2, min(FOLDS, int(np.bincount(y)[np.unique(y)].min())))
+    smallest = int(np.bincount(y)[np.unique(y)].min())
+    if smallest < 2:  # a class with one training image cannot be in a training and a held-out fold at once
+        return LogisticCV(0, len(y), {}, {}, UNTESTED_C)
+    k = min(FOLDS, smallest)
     folds = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y))
     accuracy: dict[float, float] = {}
     loss: dict[float, float] = {}
@@ -124,9 +129,11 @@ def fit_logistic_head(head: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
     start = time.perf_counter()
     xt, yt, xv, yv = (t.cpu().numpy() for t in (x_train, y_train, x_val, y_val))
     cv = choose_c(xt, yt, cfg.seed, cfg.class_weights)
-    log.info(f"linear probe: logistic regression, C by {cv.folds}-fold cross-validation on {cv.images} training "
-             f"images: " + ", ".join(f"{c:g} {a:.3f}" for c, a in cv.accuracy.items()) + f"; chose {cv.chosen:g}; "
-             f"scored on the {len(yv)} validation images, then refitted on all {len(yt) + len(yv)}")
+    how = (f"C by {cv.folds}-fold cross-validation on {cv.images} training images: "
+           + ", ".join(f"{c:g} {a:.3f}" for c, a in cv.accuracy.items()) + f"; chose {cv.chosen:g}" if cv.folds else
+           f"C {cv.chosen:g} (a class has one training image: too few to cross-validate)")
+    log.info(f"linear probe: logistic regression, {how}; scored on the {len(yv)} validation images, then refitted "
+             f"on all {len(yt) + len(yv)}")
     held_out = _classifier(cv.chosen, cfg.class_weights).fit(xt, yt)
     train_probs = _probabilities(held_out, xt, num_classes)
     val_probs = _probabilities(held_out, xv, num_classes)
