@@ -191,3 +191,17 @@ def test_build_report_per_class_figures_match_sklearn_and_warnings_collect() -> 
     assert as_json["accuracy_ci95"] == [lo, hi] and len(as_json["warnings"]) == len(report.cautions)
     assert build_report(meta | {"train_config": {"strategy": "extract"}}, labels, probs, paths, [], "t").facts[2][1] \
         .startswith("feature extraction")
+
+
+def test_a_refitted_probe_is_flagged_when_reported_on_the_validation_split() -> None:
+    labels, probs = _predictions(25, classes=3, seed=3)
+    meta = {"class_names": ["ant", "bee", "cat"], "backbone": {"name": "efficientnet_lite0"},
+            "best": "logistic regression, C=0.1", "probe": {"refit_images": 125},
+            "data": {"train": 100, "validation": 25}, "metrics": {"validation": {"accuracy": 0.76, "count": 25}}}
+    paths = [Path(f"{i}.png") for i in range(25)]
+    on_validation = build_report(meta, labels, probs, paths, [], "validation split", on_validation_split=True)
+    (refitted,) = [c for c in on_validation.cautions if c.kind == "refitted"]
+    assert "refitted on all 125 images" in refitted.message and "held out, it scored 0.760" in refitted.message
+    assert dict(on_validation.facts)["best weights from"] == "logistic regression, C=0.1, refitted on all 125 images"
+    on_test = build_report(meta, labels, probs, paths, [], "test data")
+    assert "refitted" not in [c.kind for c in on_test.cautions]

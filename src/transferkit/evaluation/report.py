@@ -64,7 +64,7 @@ class Mistake:
 
 @dataclass(frozen=True)
 class Caution:
-    kind: str  # overfitting | imbalance | small-set | skipped
+    kind: str  # overfitting | imbalance | small-set | skipped | refitted
     message: str
 
 
@@ -262,7 +262,9 @@ def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int, unit: str
         (f"validation {unit}", str(data.get("validation", "?"))),
         ("skipped in training data", str(len(data.get("skipped") or []))),
         ("evaluated on", f"{evaluated_on} ({evaluated} {unit})"),
-        ("best weights from", str(meta.get("best") or "?")),
+        ("best weights from", str(meta.get("best") or "?")
+         + (f", refitted on all {meta['probe']['refit_images']} {unit}" if (meta.get("probe") or {}).get(
+             "refit_images") else "")),
         ("training time", f"{meta['seconds']:.0f} s" if isinstance(meta.get("seconds"), (int, float)) else "?"),
         ("transferkit", str(meta.get("transferkit_version", "?"))),
     ]
@@ -296,6 +298,11 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
     if validation and not on_validation_split:
         candidates.append(small_set_caution(float(validation["accuracy"]), int(validation["count"]),
                                             "validation split (which chose the best weights)"))
+    refitted = (meta.get("probe") or {}).get("refit_images")
+    if on_validation_split and refitted and validation:
+        candidates.append(Caution("refitted", (
+            f"the kept probe was refitted on all {refitted} images, these validation images among them, so its "
+            f"scores on them are optimistic; held out, it scored {float(validation['accuracy']):.3f} on them")))
     candidates += [_skipped_caution([p for p, _ in data.get("skipped") or []], "training data"),
                    _skipped_caution([str(p) for p in skipped], "evaluated data")]
     cautions += [c for c in candidates if c is not None]
