@@ -8,7 +8,7 @@
    Target: the suggestion reaches >= 99% of the best grid point's accuracy.
 Ends with one JSON line of figures.
 
-    python benchmarks/lr_find.py [--seeds 5] [--grid 1e-4 3e-4 1e-3 3e-3 1e-2] [--iterations 100]
+    python benchmarks/lr_find.py [--seeds 5] [--grid 1e-4 3e-4 1e-3 3e-3 1e-2] [--iterations 100] [--curves JSON]
 """
 
 from __future__ import annotations
@@ -35,16 +35,20 @@ def main() -> None:
     parser.add_argument("--grid", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--curves", type=Path, help="write each seed's rates, losses and smoothed losses here (JSON)")
     args = parser.parse_args()
     data = EXAMPLE_DATA / "train"
 
-    suggestions = []
+    suggestions, curves = [], []
     for seed in range(args.seeds):
         start = time.perf_counter()
         found = find_lr(data, TrainConfig(seed=seed), "head", args.iterations)
         suggestions.append(found.suggestion)
+        curves.append(found.to_json())
         print(f"seed {seed}: suggestion {found.suggestion:.2e} ({len(found.lrs)} steps, "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
+    if args.curves:
+        args.curves.write_text(json.dumps(curves))
     median = statistics.median(suggestions)
     spread = max(max(s / median, median / s) for s in suggestions)
     print(f"median {median:.2e}; largest ratio to the median {spread:.2f} (target <= 2)", flush=True)

@@ -1,5 +1,6 @@
-"""The learning-rate range test: a suggestion inside the range tried, stopping when the loss diverges, and the
-learner put back bit for bit (weights, optimizer state, trainable flags, random states) afterwards."""
+"""The learning-rate range test: a suggestion half-way down the loss's descent that early spikes do not move,
+stopping when the loss diverges, and the learner put back bit for bit (weights, optimizer state, trainable flags,
+random states) afterwards."""
 
 from __future__ import annotations
 
@@ -16,14 +17,30 @@ from transferkit.runtime import Runtime
 from transferkit.training.learner import Learner
 from transferkit.training.lr_find import lr_find, smooth, suggest
 
+LRS = [10 ** (-6 + 6 * i / 99) for i in range(100)]
 
-def test_the_suggestion_ignores_an_early_spike_and_sits_below_the_minimum() -> None:
-    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
-    losses = [2.0 - 1.5 * min(1.0, i / 70) for i in range(100)]
-    losses[1] = 0.01  # a lucky first batch
+
+def _range_test_curve() -> list[float]:
+    """Flat for 30 steps, falling until step 70, level, then diverging from step 80: a range test's shape."""
+    losses = [2.0 - 1.5 * min(1.0, max(0, i - 30) / 40) for i in range(100)]
     losses[80:] = [0.5 * 1.2 ** (i - 80) for i in range(80, 100)]
-    suggestion = suggest(lrs, smooth(losses))
-    assert lrs[2] < suggestion < lrs[80] / 5
+    return losses
+
+
+def test_the_suggestion_is_inside_the_descent_well_below_the_minimum() -> None:
+    suggestion = suggest(LRS, _range_test_curve())
+    assert suggestion in LRS
+    assert LRS[30] < suggestion < LRS[70]
+    assert suggestion < LRS[int(np.argmin(smooth(_range_test_curve())))] / 10
+
+
+@pytest.mark.parametrize("value", [0.01, 20.0])  # a lucky batch, a bad one
+def test_nothing_in_the_skipped_first_steps_moves_the_suggestion(value: float) -> None:
+    clean = suggest(LRS, _range_test_curve())
+    for step in range(10):
+        losses = _range_test_curve()
+        losses[step] = value
+        assert suggest(LRS, losses) == clean
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +73,7 @@ def test_the_range_test_changes_nothing_a_later_fit_sees(learner: Learner) -> No
     assert [g["lr"] for g in learner.optimizer.state_dict()["param_groups"]] == [g["lr"] for g in opt["param_groups"]]
     assert [p.requires_grad for p in model.parameters()] == flags and learner.sampler.epoch == epoch
     assert found.stage == "fine-tune" and 2 <= len(found.lrs) <= 12
-    assert found.lrs[0] <= found.suggestion * 10 <= found.lrs[-1]
+    assert found.suggestion in found.lrs
     assert found.lrs == sorted(found.lrs)
 
 
