@@ -70,9 +70,10 @@ def candidate_sizes(full: int) -> tuple[int, ...]:
 
 
 def source_size(paths: list[Path]) -> int | None:
-    """The median shorter side of the images (read from their headers), None if none could be read."""
+    """The median shorter side of the images (read from the headers of up to `LOOKED_AT`, spread over the list, so
+    over every class of a list in class order), None if none could be read."""
     sides = []
-    for path in paths[:LOOKED_AT]:
+    for path in paths[::max(1, len(paths) // LOOKED_AT)][:LOOKED_AT]:
         try:
             with Image.open(path) as image:
                 sides.append(min(image.size))
