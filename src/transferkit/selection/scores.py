@@ -14,10 +14,11 @@ computed from the features alone, before any training.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-__all__ = ["knn_accuracy", "logme", "probe_accuracy", "probe_accuracy_with_views"]
+__all__ = ["knn_accuracy", "logme", "probe_accuracy", "probe_accuracy_with_views", "standardised_logistic"]
 
 _MAX_ITERATIONS = 100
 _TOLERANCE = 1e-4  # relative change of alpha/beta at which the fixed point is reached
@@ -77,12 +78,15 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     return float(np.mean(votes.argmax(axis=1) == labels))
 
 
-def _probe() -> object:
+def standardised_logistic(c: float = 0.1, balanced: bool = False, max_iter: int = 1000) -> Any:
+    """The probe every score here fits (and auto's probe, `training.logistic`): standardised features, then an
+    L2 logistic regression with inverse penalty `c` (classes weighted by inverse frequency if `balanced`)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter,
+                                                              class_weight="balanced" if balanced else None))
 
 
 def _folds(labels: np.ndarray, folds: int, seed: int) -> object:
@@ -96,7 +100,7 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, see
     """Stratified k-fold accuracy of a standardised logistic regression (folds capped by the smallest class)."""
     from sklearn.model_selection import cross_val_score
 
-    return float(np.mean(cross_val_score(_probe(), features, labels, cv=_folds(labels, folds, seed))))
+    return float(np.mean(cross_val_score(standardised_logistic(), features, labels, cv=_folds(labels, folds, seed))))
 
 
 def probe_accuracy_with_views(features: np.ndarray, views: np.ndarray, labels: np.ndarray, folds: int = 5,
@@ -110,6 +114,6 @@ def probe_accuracy_with_views(features: np.ndarray, views: np.ndarray, labels: n
         for extra, scores in ((None, without), (views[train], with_views)):
             x = features[train] if extra is None else np.concatenate([features[train], extra])
             y = labels[train] if extra is None else np.concatenate([labels[train], labels[train]])
-            probe = _probe().fit(x, y)  # type: ignore[attr-defined]
+            probe = standardised_logistic().fit(x, y)
             scores.append(float(np.mean(probe.predict(features[test]) == labels[test])))
     return float(np.mean(without)), float(np.mean(with_views))

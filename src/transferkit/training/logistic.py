@@ -29,6 +29,7 @@ from torch import nn
 
 from transferkit.runtime import Runtime
 from transferkit.selection.rank import stratified_rows
+from transferkit.selection.scores import standardised_logistic
 from transferkit.training.config import TrainConfig
 from transferkit.training.head_fit import HeadFit
 from transferkit.training.loop import EpochResult
@@ -61,12 +62,7 @@ class LogisticCV:
 
 
 def _classifier(c: float, balanced: bool) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000,
-                                                              class_weight="balanced" if balanced else None))
+    return standardised_logistic(c, balanced, max_iter=2000)
 
 
 def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
