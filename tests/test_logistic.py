@@ -91,3 +91,23 @@ def test_a_class_with_one_training_image_gets_the_untested_c() -> None:
     assert (cv.folds, cv.chosen, cv.accuracy) == (0, UNTESTED_C, {})
     head, fitted = _fit(x, y, x[:2], y[:2], 3)
     assert fitted.best == f"logistic regression, C={UNTESTED_C:g}"
+
+
+def test_the_temperature_is_fitted_on_every_held_out_probability_of_the_chosen_c() -> None:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x, y = _blobs(15, 3, dim=20, spread=0.8)
+    xv, yv = _blobs(5, 3, dim=20, spread=0.8, seed=1)
+    _, fitted = _fit(x, y, xv, yv, 4)  # a fourth class the data never shows: its probability is 0
+    c = fitted.details["cv"]["chosen_c"]
+    held_out = fitted.calibration
+    assert held_out is not None and held_out.probs.shape == (60, 4) and (held_out.probs[:, 3] == 0).all()
+    assert held_out.what == "60 held-out images (45 out-of-fold in the cross-validation, 15 validation)"
+    assert fitted.details["temperature_fitted_on"] == held_out.what
+    np.testing.assert_array_equal(held_out.labels, np.concatenate([y, yv]))
+    np.testing.assert_allclose(held_out.probs[45:], fitted.val_probs, atol=1e-6)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)  # the cross-validation's, seed 0
+    expected = cross_val_predict(_sklearn(x, y, c), x, y, cv=folds, method="predict_proba")
+    np.testing.assert_allclose(held_out.probs[:45, :3], expected, atol=1e-5)
+    in_sample = _sklearn(x, y, c).predict_proba(x)
+    assert not np.allclose(held_out.probs[:45, :3], in_sample, atol=1e-3)  # held out, not seen in the fit

@@ -94,9 +94,9 @@ def render_html(report: ReportData, title: str) -> str:
 def _temperature_note(report: ReportData) -> str:
     if report.uncalibrated is None:
         return "<p>No temperature scaling: the bundle's probabilities are the network's own.</p>"
-    return (f"<p>Temperature scaling: the logits are divided by T = {report.temperature:.3f}, fitted on the validation "
-            f"split after training; without it the expected calibration error here would be "
-            f"{report.uncalibrated.ece:.3f}. It never changes the predicted class.</p>")
+    return (f"<p>Temperature scaling: the logits are divided by T = {report.temperature:.3f}, fitted on "
+            f"{_e(report.temperature_fitted_on)} after training; without it the expected calibration error here would "
+            f"be {report.uncalibrated.ece:.3f}. It never changes the predicted class.</p>")
 
 
 def _e(text: object) -> str:

@@ -81,6 +81,7 @@ class ReportData:
     skipped: list[str]  # files of the evaluated data that could not be read
     temperature: float = 1.0  # the bundle's calibration temperature (1: none)
     uncalibrated: Calibration | None = None  # the same probabilities before temperature scaling, when T != 1
+    temperature_fitted_on: str = "the validation split"  # what the temperature was fitted on, in words
     unit: str = "images"  # what was evaluated: images, texts
 
     def to_json(self) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class ReportData:
             "accuracy_ci95": list(self.accuracy_ci),
             "calibration": {"ece": self.calibration.ece, "bins": [asdict(b) for b in self.calibration.bins],
                             "ece_noise_floor": self.calibration.noise_floor,
-                            "temperature": self.temperature,
+                            "temperature": self.temperature, "temperature_fitted_on": self.temperature_fitted_on,
                             "ece_before_temperature": self.uncalibrated.ece if self.uncalibrated else None},
             "most_confident_mistakes": [asdict(m) for m in self.mistakes],
             "history": self.history,
@@ -318,6 +319,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
         skipped=[str(p) for p in skipped],
         temperature=temperature,
         uncalibrated=calibration(labels, rescale(probs, 1 / temperature)) if temperature != 1.0 else None,
+        temperature_fitted_on=(meta.get("probe") or {}).get("temperature_fitted_on") or "the validation split",
         unit=unit,
     )
 

@@ -157,7 +157,7 @@ def finish(run: TextRun, model: TextModel, split: Split, history: list[EpochResu
     temperature 1), test metrics, and the bundle (with `record` under its own keys in the JSON)."""
     model.eval()
     val_metrics = compute_metrics(val_labels, val_probs, model.class_names)
-    model.temperature = fitted_temperature(val_probs, val_labels, "texts")
+    model.temperature = fitted_temperature(val_probs, val_labels, f"{len(val_labels)} validation texts")
     line = f"best {best}: validation accuracy {val_metrics.accuracy:.3f}"
     test_metrics = _test_metrics(model, run)
     if test_metrics is not None:

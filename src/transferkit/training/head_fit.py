@@ -23,7 +23,21 @@ from transferkit.training.features import FeatureBatches, head_optimizer
 from transferkit.training.loop import Best, EpochResult, LoopState, Stage, fit
 from transferkit.training.schedule import class_weights
 
-__all__ = ["HeadFit", "HeadFitter", "fit_head"]
+__all__ = ["CalibrationSet", "HeadFit", "HeadFitter", "fit_head"]
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Held-out probabilities (temperature 1) and their labels to fit the calibration temperature on, and what
+    they are, in words ("80 validation images")."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    what: str
+
+    @classmethod
+    def validation(cls, probs: np.ndarray, labels: np.ndarray) -> CalibrationSet:
+        return cls(probs, labels, f"{len(labels)} validation images")
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,10 @@ class HeadFit:
     val_probs: np.ndarray
     val_labels: np.ndarray
     details: dict[str, Any] | None = None
+    calibration: CalibrationSet | None = None  # to fit the temperature on, if not the validation probabilities
+
+    def calibration_set(self) -> CalibrationSet:
+        return self.calibration or CalibrationSet.validation(self.val_probs, self.val_labels)
 
 
 # How a head is fitted on fixed features: (head, x_train, y_train, x_val, y_val, num_classes, cfg, runtime).

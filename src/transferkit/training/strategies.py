@@ -42,7 +42,7 @@ from transferkit.runtime import Runtime
 from transferkit.training.auto import train_auto
 from transferkit.training.callbacks import Checkpoint, EpochLog, ProgressBar
 from transferkit.training.config import AUTO_BACKBONE, STRATEGY_NAMES, TrainConfig
-from transferkit.training.head_fit import HeadFitter, fit_head
+from transferkit.training.head_fit import CalibrationSet, HeadFitter, fit_head
 from transferkit.training.learner import Learner
 from transferkit.training.logistic import fit_logistic_head
 from transferkit.training.loop import Callback, EpochResult, Stage
@@ -78,19 +78,19 @@ class StageSummary(Callback):
         log.info(line + f" (best weights: {learner.best.where})")
 
 
-def calibrate(model: TransferModel, probs: np.ndarray, labels: np.ndarray) -> None:
-    """Fit the model's temperature on validation probabilities made at temperature 1 (see `calibration`)."""
-    model.temperature = fitted_temperature(probs, labels, "images")
+def calibrate(model: TransferModel, held_out: CalibrationSet) -> None:
+    """Fit the model's temperature on held-out probabilities made at temperature 1 (see `calibration`)."""
+    model.temperature = fitted_temperature(held_out.probs, held_out.labels, held_out.what)
 
 
 def fitted_temperature(probs: np.ndarray, labels: np.ndarray, what: str) -> float:
-    """The calibration temperature for validation probabilities made at temperature 1, logged with its effect
-    (`what` names the examples: images, texts)."""
+    """The calibration temperature for held-out probabilities made at temperature 1, logged with its effect
+    (`what` says what they are: "80 validation images")."""
     temperature = fit_temperature(probs, labels)
     before, after = calibration(labels, probs), calibration(labels, rescale(probs, temperature))
-    log.info(f"calibration: temperature {temperature:.3f} fitted on {len(labels)} validation {what} "
-             f"(expected calibration error there {before.ece:.3f} -> {after.ece:.3f}; a perfectly calibrated model "
-             f"would show about {after.noise_floor:.3f} on so few)")
+    log.info(f"calibration: temperature {temperature:.3f} fitted on {what} (expected calibration error there "
+             f"{before.ece:.3f} -> {after.ece:.3f}; a perfectly calibrated model would show about "
+             f"{after.noise_floor:.3f} on so few)")
     return temperature
 
 
@@ -131,7 +131,7 @@ def _train_images(run: Run) -> TrainResult:
     assert val_metrics is not None  # stage 1 or 2 ran (a finished run cannot be resumed)
     if main:
         assert val_scored is not None
-        calibrate(model, val_scored.probs, val_scored.labels)
+        calibrate(model, CalibrationSet.validation(val_scored.probs, val_scored.labels))
         save_run(run, model, learner.history, learner.best.where, data, val_metrics, test_metrics,
                  processes=_processes(run, weights))
     distributed.barrier()  # the other processes end once the bundle is written
@@ -183,7 +183,7 @@ def _train_on_features(run: Run, fitter: HeadFitter = fit_head) -> TrainResult:
                     runtime)
     model.eval()
     val_metrics = compute_metrics(fitted.val_labels, fitted.val_probs, model.class_names)
-    calibrate(model, fitted.val_probs, fitted.val_labels)
+    calibrate(model, fitted.calibration_set())
     line = f"best {fitted.best}: validation accuracy {val_metrics.accuracy:.3f}"
     test_metrics: Metrics | None = None
     if test_files is not None and runtime.is_main:
