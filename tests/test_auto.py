@@ -1,6 +1,5 @@
 """`--strategy auto`: the probe always runs and is the floor; fine-tuning is tried only with enough images and
-kept only when it beats the probe on validation; the horizontal flip is tested on the data before it is used
-(a data set whose classes are each other's mirror images must not get it, one of photos must)."""
+kept only when it beats the probe on validation (the augmentation test has its own file, test_augment_test.py)."""
 
 from __future__ import annotations
 
@@ -15,63 +14,25 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG, write_photo_dataset
-from PIL import Image, ImageDraw, ImageFont
 
 import transferkit.training.size_test as size_test_module
 from transferkit.cli.main import main
 from transferkit.data.files import EXAMPLE_DATA, load_labelled
-from transferkit.data.preprocess import Augmentation
 from transferkit.data.split import stratified_split
 from transferkit.errors import UserError
 from transferkit.evaluation.metrics import compute_metrics
 from transferkit.evaluation.predict import score
 from transferkit.evaluation.report import run_facts
 from transferkit.io.bundle import load_bundle
-from transferkit.model import Backbone, TransferModel
+from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
-from transferkit.selection.scores import probe_accuracy_with_views
-from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, _decide, flip_test, train_auto
+from transferkit.training.auto import AUTO_DIR, MIN_PER_CLASS, _decide, train_auto
 from transferkit.training.config import TrainConfig
 from transferkit.training.run import Run, TrainResult
 from transferkit.training.strategies import STRATEGIES, train
 
 AUTO = TrainConfig(strategy="auto", epochs=1, fine_tune_epochs=1, batch_size=8, val_split=0.25, lr=3e-3,
                    probe_epochs=20)
-
-
-def test_views_that_carry_another_class_lower_the_probe() -> None:
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1], 40)
-    features = rng.normal(size=(80, 8)) + 3.0 * labels[:, None]
-    same = probe_accuracy_with_views(features, features + rng.normal(scale=0.1, size=features.shape), labels)
-    swapped = probe_accuracy_with_views(features, features[::-1], labels)  # each view looks like the other class
-    assert same[0] == swapped[0] and same[1] >= same[0] - 0.02  # the same folds: the same score without views
-    assert swapped[1] < swapped[0] - 0.2
-
-
-def _letters(root: Path, per_class: int) -> Path:
-    """b, d, p and q drawn at random sizes, places and colours: each class is another one's mirror image."""
-    rng = np.random.default_rng(0)
-    for letter in "bdpq":
-        (root / letter).mkdir(parents=True)
-        for i in range(per_class):
-            image = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(180, 256, 3)))
-            font = ImageFont.load_default(size=int(rng.integers(50, 80)))
-            ImageDraw.Draw(image).text((int(rng.integers(5, 40)), int(rng.integers(-15, 10))), letter, font=font,
-                                       fill=tuple(int(v) for v in rng.integers(0, 90, 3)))
-            image.save(root / letter / f"{i:02d}.png")
-    return root
-
-
-@pytest.mark.slow
-def test_the_flip_is_tested_on_the_data(photo_data: Path, tmp_path: Path) -> None:
-    backbone = Backbone.from_pretrained("efficientnet_lite0")
-    cfg = TrainConfig(augmentation=Augmentation())
-    letters = _letters(tmp_path / "letters", per_class=16)
-    handed = flip_test(Run(letters, tmp_path / "a", cfg, Runtime.detect()), backbone, tmp_path / "fa")
-    assert not handed.keep and handed.with_flip < handed.without - 0.1
-    photos = flip_test(Run(photo_data, tmp_path / "b", cfg, Runtime.detect()), backbone, tmp_path / "fb")
-    assert photos.keep and photos.images == 24
 
 
 @pytest.mark.slow
@@ -106,7 +67,7 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     result = train(data, tmp_path / "run", AUTO)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())["auto"]
     scores = meta["validation_accuracy"]
-    assert set(scores) == {"extract", "finetune"} and "flip_test" in meta
+    assert set(scores) == {"extract", "finetune"} and "augmentation_test" in meta
     probe = json.loads((tmp_path / "run" / AUTO_DIR / "extract" / "model.json").read_text())
     assert probe["probe"]["refit_images"] == 42 and probe["best"].startswith("logistic regression, C=")
     paired = meta["paired_test"]  # 12 validation images, under SMALL_VALIDATION: the paired test decides

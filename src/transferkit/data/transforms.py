@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from transferkit.data.pixels import MAX_ASPECT
 from transferkit.data.preprocess import Augmentation, Preprocessing
 
-__all__ = ["eval_transform", "train_transform"]
+__all__ = ["eval_transform", "random_rotation", "random_zoom", "train_transform"]
 
 _INTERPOLATIONS = {
     "bicubic": v2.InterpolationMode.BICUBIC,
@@ -39,16 +39,24 @@ def eval_transform(p: Preprocessing, normalise: bool = True) -> Callable[[Image.
     ])
 
 
+def random_zoom(p: Preprocessing, min_scale: float) -> v2.RandomResizedCrop:
+    """Training's zoom/crop: a random `min_scale`-to-whole share of the image's area, resized to `input_size`."""
+    return v2.RandomResizedCrop(p.input_size, scale=(min_scale, 1.0), interpolation=_INTERPOLATIONS[p.interpolation],
+                                antialias=True)
+
+
+def random_rotation(degrees: float) -> v2.RandomRotation:
+    """Training's rotation: by an angle drawn uniformly within +-`degrees`."""
+    return v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR)
+
+
 def train_transform(p: Preprocessing, aug: Augmentation,
                     normalise: bool = True) -> Callable[[Image.Image], torch.Tensor]:
     """Random zoom/crop to `input_size`, optional flip and small rotation, then the same normalisation (or a
     uint8 tensor, as in `eval_transform`)."""
-    interpolation = _INTERPOLATIONS[p.interpolation]
-    steps: list[Callable[[Any], Any]] = [
-        v2.RandomResizedCrop(p.input_size, scale=(aug.min_scale, 1.0), interpolation=interpolation, antialias=True),
-    ]
+    steps: list[Callable[[Any], Any]] = [random_zoom(p, aug.min_scale)]
     if aug.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if aug.rotation_degrees > 0:
-        steps.append(v2.RandomRotation(aug.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
+        steps.append(random_rotation(aug.rotation_degrees))
     return v2.Compose([*steps, *(_to_normalised_tensor(p) if normalise else [v2.ToImage()])])

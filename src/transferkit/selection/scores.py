@@ -7,13 +7,14 @@ computed from the features alone, before any training.
   precision alpha and noise precision beta are fitted by the paper's fixed-point iteration.
 - `knn_accuracy`: leave-one-out k-nearest-neighbour accuracy (cosine distance).
 - `probe_accuracy`: stratified k-fold cross-validated accuracy of a logistic regression (the linear probe);
-  `probe_accuracy_with_views` the same with and without an augmented view of each training image added, on the
-  same folds: what an augmentation does to the probe.
+  `probe_accuracy_with_views` the same without and with an augmented view of each training image added (one set
+  of views per augmentation), on the same folds: what each augmentation does to the probe.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -103,17 +104,18 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, see
     return float(np.mean(cross_val_score(standardised_logistic(), features, labels, cv=_folds(labels, folds, seed))))
 
 
-def probe_accuracy_with_views(features: np.ndarray, views: np.ndarray, labels: np.ndarray, folds: int = 5,
-                              seed: int = 0) -> tuple[float, float]:
-    """k-fold probe accuracy (as `probe_accuracy`) trained on the plain features alone, and with `views[i]` (an
-    augmented view of image i) added as one more example of its class; both tested on the plain features of the
-    held-out fold, on the same folds."""
+def probe_accuracy_with_views(features: np.ndarray, views: Mapping[str, np.ndarray], labels: np.ndarray,
+                              folds: int = 5, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """k-fold probe accuracy (as `probe_accuracy`) trained on the plain features alone, and for each named set of
+    views, with `views[name][i]` (an augmented view of image i) added as one more example of its class; all
+    tested on the plain features of the held-out fold, on the same folds."""
     without: list[float] = []
-    with_views: list[float] = []
+    with_views: dict[str, list[float]] = {name: [] for name in views}
     for train, test in _folds(labels, folds, seed).split(features, labels):  # type: ignore[attr-defined]
-        for extra, scores in ((None, without), (views[train], with_views)):
-            x = features[train] if extra is None else np.concatenate([features[train], extra])
-            y = labels[train] if extra is None else np.concatenate([labels[train], labels[train]])
+        runs = [(features[train], labels[train], without)]
+        runs += [(np.concatenate([features[train], extra[train]]), np.concatenate([labels[train], labels[train]]),
+                  with_views[name]) for name, extra in views.items()]
+        for x, y, scores in runs:
             probe = standardised_logistic().fit(x, y)
             scores.append(float(np.mean(probe.predict(features[test]) == labels[test])))
-    return float(np.mean(without)), float(np.mean(with_views))
+    return float(np.mean(without)), {name: float(np.mean(v)) for name, v in with_views.items()}

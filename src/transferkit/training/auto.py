@@ -11,9 +11,10 @@ the linear probe.
    trains for `probe_epochs` epochs.
 2. With fewer than `MIN_PER_CLASS` training images in the smallest class, the probe is kept: the classic size x
    similarity table's choice for small data, and on such data fine-tuning rarely beats it (issue 15's figures).
-3. Otherwise the horizontal flip is tested before it is used (`flip_test`): a cross-validated probe on the cached
-   features, trained with and without the mirror image of each training image added. A flip that costs the probe
-   accuracy (digits, text, anything with handedness) is left out of the augmentation.
+3. Otherwise each augmentation is tested before it is used (`augment_test.py`): a cross-validated probe on the
+   cached features, trained with and without a view of each training image under that augmentation added. One
+   that costs the probe accuracy (a flip for digits, text, anything with handedness; rotation where orientation
+   is the class; zoom where size is) is left out of the augmentation.
 4. Fine-tuning (`finetune`, with that augmentation) runs, and replaces the probe only if it is better on the same
    validation images: on a split of `SMALL_VALIDATION` images or more, at least the same accuracy (with that much
    data the size x similarity table's prior is fine-tuning, and the prior breaks a tie);
@@ -25,94 +26,37 @@ Each candidate's bundle stays in `RUN/auto/<strategy>`; the chosen one is copied
 and why in its `model.json` under `auto`.
 
 Not chosen by measurement yet: the `frozen` strategy (the head trained on the frozen base with augmentation
-is never a candidate), augmentations other than the flip, the layer and backbone (unless `--backbone auto`), and
-the fine-tuning's own settings (epochs, rates, blocks unfrozen: as configured).
+is never a candidate), the strength of each augmentation (kept at the configured one or left out), the layer and
+backbone (unless `--backbone auto`), and the fine-tuning's own settings (epochs, rates, blocks unfrozen: as
+configured).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from transferkit.data.files import check_trainable
-from transferkit.data.images import BadImage, load_image
-from transferkit.data.preprocess import Augmentation
-from transferkit.data.transforms import eval_transform
 from transferkit.evaluation.paired import PairedTest, paired_test
-from transferkit.features.engine import make_engine
-from transferkit.features.extract import extract_features
 from transferkit.io.atomic import atomic_write_bytes, atomic_write_text
 from transferkit.io.names import META_FILE, WEIGHTS_FILE
-from transferkit.model import Backbone
-from transferkit.runtime import Runtime
-from transferkit.selection.rank import stratified_rows
-from transferkit.selection.scores import probe_accuracy_with_views
+from transferkit.training.augment_test import augmentation_test
 from transferkit.training.run import Run, TrainResult
 from transferkit.training.size_test import size_test
 
-__all__ = ["AUTO_DIR", "FLIP_TOLERANCE", "MIN_PER_CLASS", "SMALL_VALIDATION", "FlipTest", "compare_on_validation",
-           "flip_test", "train_auto"]
+__all__ = ["AUTO_DIR", "MIN_PER_CLASS", "SMALL_VALIDATION", "compare_on_validation", "train_auto"]
 
 log = logging.getLogger(__name__)
 
 AUTO_DIR = "auto"  # RUN/auto/<strategy>: each candidate's bundle
 MIN_PER_CLASS = 10  # fewer training images in the smallest class: the probe, without trying fine-tuning
-FLIP_TOLERANCE = 0.005  # cross-validated probe accuracy a flip may cost and still be kept (noise)
-FLIP_MOST = 1000  # images the flip test looks at, at most (a stratified, seeded sample)
 SMALL_VALIDATION = 200  # fewer validation images: decide by cross-validation and a paired test, not one split
-
-
-@dataclass(frozen=True)
-class FlipTest:
-    """Cross-validated probe accuracy without and with mirror images added to training, on `images` images."""
-
-    without: float
-    with_flip: float
-    images: int
-
-    @property
-    def keep(self) -> bool:
-        return self.with_flip >= self.without - FLIP_TOLERANCE
-
-    def to_json(self) -> dict[str, Any]:
-        return {"probe_accuracy": round(self.without, 4), "with_mirror_images": round(self.with_flip, 4),
-                "images": self.images, "keep_flip": self.keep}
-
-
-@torch.inference_mode()
-def _mirror_features(backbone: Backbone, paths: Sequence[Path], runtime: Runtime) -> np.ndarray:
-    """Pooled features of each image's mirror image (the eval crop, flipped left to right)."""
-    p = backbone.preprocessing
-    crop = eval_transform(p, normalise=False)
-    engine = make_engine(backbone.module, p, runtime)
-    out = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
-    for start in range(0, len(paths), engine.batch_size):
-        batch = []
-        for path in paths[start:start + engine.batch_size]:
-            try:
-                batch.append(crop(load_image(path, p.resize_size)).flip(-1))
-            except BadImage:  # read once already; changed since: its row keeps the plain features' place
-                batch.append(torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8))
-        out[start:start + len(batch)] = engine(torch.stack(batch))
-    return out
-
-
-def flip_test(run: Run, backbone: Backbone, folder: Path) -> FlipTest:
-    """Does adding mirror images to training help or hurt a probe on these features? (cross-validated)"""
-    cfg = run.cfg
-    cache = extract_features(run.files(), backbone, folder, 0, Augmentation(), cfg.seed, run.runtime)
-    rows = stratified_rows(cache.labels, FLIP_MOST, cfg.seed, per_class=2)  # 2: a fold needs both
-    mirrored = _mirror_features(backbone, [cache.paths[i] for i in rows], run.runtime)
-    without, with_flip = probe_accuracy_with_views(np.asarray(cache.features[rows]), mirrored, cache.labels[rows],
-                                                   seed=cfg.seed)
-    return FlipTest(without, with_flip, len(rows))
 
 
 def _adopt(chosen: Path, out: Path, record: dict[str, Any]) -> None:
@@ -189,11 +133,10 @@ def train_auto(run: Run, extract: Callable[[Run], TrainResult], images: Callable
         why = (f"{per_class} training images in the smallest class (under {MIN_PER_CLASS}): the linear probe, as "
                f"the size x similarity table says for so little data; fine-tuning was not tried")
     else:
-        flip = flip_test(run, probe.model.backbone, folder)
-        record["flip_test"] = flip.to_json()
-        augmentation = replace(cfg.augmentation, hflip=cfg.augmentation.hflip and flip.keep)
-        log.info(f"flip test (cross-validated probe, {flip.images} images): {flip.without:.3f} without mirror "
-                 f"images, {flip.with_flip:.3f} with them: {'keep' if flip.keep else 'no'} horizontal flip")
+        tested = augmentation_test(run, probe.model.backbone, folder)
+        record["augmentation_test"] = tested.to_json()
+        augmentation = tested.apply(cfg.augmentation)
+        log.info(f"augmentation test (cross-validated probe, {tested.images} images): {tested.describe()}")
         tuned = images(replace(run, out=run.out / AUTO_DIR / "finetune",
                                cfg=replace(cfg, strategy="finetune", augmentation=augmentation)))
         scores["finetune"] = tuned.val_metrics.accuracy
