@@ -82,19 +82,23 @@ def _disc(canvas: ImageDraw.ImageDraw, radius: float, rng: np.random.Generator) 
 def test_each_augmentation_is_tested_on_the_data(photo_data: Path, tmp_path: Path) -> None:
     backbone = Backbone.from_pretrained("efficientnet_lite0")
 
-    def tested(data: Path, name: str, aug: Augmentation) -> AugmentationTest:
+    def tested(data: Path, name: str, aug: Augmentation) -> AugmentationTest | None:
         cfg = TrainConfig(augmentation=aug)
         return augmentation_test(Run(data, tmp_path / name, cfg, Runtime.detect()), backbone, tmp_path / f"f{name}")
 
+    assert tested(photo_data, "none", Augmentation(1.0, False, 0.0)) is None  # nothing turned on: nothing read
+    assert not (tmp_path / "fnone").exists()
+
     letters = _drawn(tmp_path / "letters", {c: c for c in "bdpq"}, 16, _letter)  # each the mirror of another
     handed = tested(letters, "letters", Augmentation(1.0, True, 0.0))
-    assert set(handed.with_views) == {"flip"} and not handed.keeps("flip")
+    assert handed is not None and set(handed.with_views) == {"flip"} and not handed.keeps("flip")
     assert handed.with_views["flip"] < handed.without - 0.1
     bars = _drawn(tmp_path / "bars", {f"{d}deg": d for d in (0, 45, 90, 135)}, 16, _bar)  # the angle is the class
     turned = tested(bars, "bars", Augmentation(1.0, False, 45.0))  # as far as the angle between two classes
-    assert set(turned.with_views) == {"rotation"} and not turned.keeps("rotation")
+    assert turned is not None and set(turned.with_views) == {"rotation"} and not turned.keeps("rotation")
     discs = _drawn(tmp_path / "discs", {f"r{r}": r for r in (10, 13, 16, 19)}, 16, _disc)  # the size is the class
     zoomed = tested(discs, "discs", Augmentation(0.6, False, 0.0))
-    assert set(zoomed.with_views) == {"zoom"} and not zoomed.keeps("zoom")
+    assert zoomed is not None and set(zoomed.with_views) == {"zoom"} and not zoomed.keeps("zoom")
     photos = tested(photo_data, "photos", Augmentation())
-    assert set(photos.with_views) == {"flip", "rotation", "zoom"} and photos.keeps("flip") and photos.images == 24
+    assert photos is not None and set(photos.with_views) == {"flip", "rotation", "zoom"} and photos.images == 24
+    assert photos.keeps("flip")

@@ -102,23 +102,26 @@ def _view_features(backbone: Backbone, paths: Sequence[Path], views: dict[str, V
                 try:
                     image = load_image(path, p.resize_size)
                     cropped = crop(image)
-                    for name, view in views.items():
-                        batches[name].append(view(image, cropped))
+                    made = {name: view(image, cropped) for name, view in views.items()}
                 except BadImage:  # read once already; changed since: its row keeps the plain features' place
-                    for batch in batches.values():
-                        batch.append(blank)
+                    made = dict.fromkeys(views, blank)
+                for name, view_of_image in made.items():
+                    batches[name].append(view_of_image)
             for name, batch in batches.items():
                 out[name][start:start + len(batch)] = engine(torch.stack(batch))
     return out
 
 
-def augmentation_test(run: Run, backbone: Backbone, folder: Path) -> AugmentationTest:
-    """What each augmentation the configuration turns on does to a cross-validated probe on these images."""
+def augmentation_test(run: Run, backbone: Backbone, folder: Path) -> AugmentationTest | None:
+    """What each augmentation the configuration turns on does to a cross-validated probe on these images (None
+    when it turns none on)."""
     cfg = run.cfg
+    turned_on = _views(backbone.preprocessing, cfg.augmentation)
+    if not turned_on:
+        return None
     cache = extract_features(run.files(), backbone, folder, 0, Augmentation(), cfg.seed, run.runtime)
     rows = stratified_rows(cache.labels, MOST, cfg.seed, per_class=2)  # 2: a fold needs both
-    views = _view_features(backbone, [cache.paths[i] for i in rows],
-                           _views(backbone.preprocessing, cfg.augmentation), cfg.seed, run.runtime)
+    views = _view_features(backbone, [cache.paths[i] for i in rows], turned_on, cfg.seed, run.runtime)
     without, with_views = probe_accuracy_with_views(np.asarray(cache.features[rows]), views, cache.labels[rows],
                                                     seed=cfg.seed)
     return AugmentationTest(without, with_views, len(rows))

@@ -133,10 +133,12 @@ def train_auto(run: Run, extract: Callable[[Run], TrainResult], images: Callable
         why = (f"{per_class} training images in the smallest class (under {MIN_PER_CLASS}): the linear probe, as "
                f"the size x similarity table says for so little data; fine-tuning was not tried")
     else:
+        augmentation = cfg.augmentation
         tested = augmentation_test(run, probe.model.backbone, folder)
-        record["augmentation_test"] = tested.to_json()
-        augmentation = tested.apply(cfg.augmentation)
-        log.info(f"augmentation test (cross-validated probe, {tested.images} images): {tested.describe()}")
+        if tested is not None:
+            record["augmentation_test"] = tested.to_json()
+            augmentation = tested.apply(augmentation)
+            log.info(f"augmentation test (cross-validated probe, {tested.images} images): {tested.describe()}")
         tuned = images(replace(run, out=run.out / AUTO_DIR / "finetune",
                                cfg=replace(cfg, strategy="finetune", augmentation=augmentation)))
         scores["finetune"] = tuned.val_metrics.accuracy
