@@ -241,6 +241,11 @@ def _strategy(meta: dict[str, Any]) -> str:
     return ", then ".join(words.get(s, s) for s in stages) or "unknown"
 
 
+def _probe(meta: dict[str, Any]) -> dict[str, Any]:
+    """How auto's logistic probe was fitted (`logistic.py`), or {} for any other model."""
+    return meta.get("probe") or {}
+
+
 def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int, unit: str = "images") -> list[tuple[str, str]]:
     """What a reader needs to place the numbers: which network, which weights, how trained, on how much data."""
     data = meta.get("data") or {}
@@ -264,8 +269,7 @@ def run_facts(meta: dict[str, Any], evaluated_on: str, evaluated: int, unit: str
         ("skipped in training data", str(len(data.get("skipped") or []))),
         ("evaluated on", f"{evaluated_on} ({evaluated} {unit})"),
         ("best weights from", str(meta.get("best") or "?")
-         + (f", refitted on all {meta['probe']['refit_images']} {unit}" if (meta.get("probe") or {}).get(
-             "refit_images") else "")),
+         + (f", refitted on all {_probe(meta)['refit_images']} {unit}" if _probe(meta).get("refit_images") else "")),
         ("training time", f"{meta['seconds']:.0f} s" if isinstance(meta.get("seconds"), (int, float)) else "?"),
         ("transferkit", str(meta.get("transferkit_version", "?"))),
     ]
@@ -299,7 +303,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
     if validation and not on_validation_split:
         candidates.append(small_set_caution(float(validation["accuracy"]), int(validation["count"]),
                                             "validation split (which chose the best weights)"))
-    refitted = (meta.get("probe") or {}).get("refit_images")
+    refitted = _probe(meta).get("refit_images")
     if on_validation_split and refitted and validation:
         candidates.append(Caution("refitted", (
             f"the kept probe was refitted on all {refitted} images, these validation images among them, so its "
@@ -319,7 +323,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
         skipped=[str(p) for p in skipped],
         temperature=temperature,
         uncalibrated=calibration(labels, rescale(probs, 1 / temperature)) if temperature != 1.0 else None,
-        temperature_fitted_on=(meta.get("probe") or {}).get("temperature_fitted_on") or "the validation split",
+        temperature_fitted_on=_probe(meta).get("temperature_fitted_on") or "the validation split",
         unit=unit,
     )
 
