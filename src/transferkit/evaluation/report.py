@@ -32,7 +32,7 @@ IMBALANCE_RATIO = 3.0  # largest class / smallest class at which accuracy starts
 MAX_HALF_WIDTH = 0.05  # a 95% interval wider than ±5 points: the set is too small for the accuracy it claims
 TARGET_HALF_WIDTH = 0.025  # what the small-set warning says it would take to reach
 OVERFIT_RISE = 0.05  # validation loss 5% above its stage minimum, two or more epochs later
-
+VALIDATION_SPLIT = "the validation split"  # where a temperature is fitted unless the bundle says otherwise
 
 @dataclass(frozen=True)
 class CalibrationBin:
@@ -81,7 +81,7 @@ class ReportData:
     skipped: list[str]  # files of the evaluated data that could not be read
     temperature: float = 1.0  # the bundle's calibration temperature (1: none)
     uncalibrated: Calibration | None = None  # the same probabilities before temperature scaling, when T != 1
-    temperature_fitted_on: str = "the validation split"  # what the temperature was fitted on, in words
+    temperature_fitted_on: str = VALIDATION_SPLIT  # what the temperature was fitted on, in words
     unit: str = "images"  # what was evaluated: images, texts
 
     def to_json(self) -> dict[str, Any]:
@@ -323,7 +323,7 @@ def build_report(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray, pa
         skipped=[str(p) for p in skipped],
         temperature=temperature,
         uncalibrated=calibration(labels, rescale(probs, 1 / temperature)) if temperature != 1.0 else None,
-        temperature_fitted_on=_probe(meta).get("temperature_fitted_on") or "the validation split",
+        temperature_fitted_on=_probe(meta).get("temperature_fitted_on") or VALIDATION_SPLIT,
         unit=unit,
     )
 
