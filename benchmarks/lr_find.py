@@ -22,6 +22,7 @@ from pathlib import Path
 
 from defaults_vs_logreg import large_test_set
 
+from transferkit.cli.allocator import keep_freed_memory
 from transferkit.data.files import EXAMPLE_DATA
 from transferkit.evaluation.predict import evaluate
 from transferkit.training.config import TrainConfig
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--curves", type=Path, help="write each seed's rates, losses and smoothed losses here (JSON)")
     args = parser.parse_args()
+    keep_freed_memory()  # as `transferkit train` does on a CPU (cli/allocator.py): every cell alike
     data = EXAMPLE_DATA / "train"
 
     suggestions, curves = [], []

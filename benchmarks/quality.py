@@ -52,6 +52,7 @@ from fashion_mnist import CLASSES, load_split, sample_per_class, write_pngs
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from transferkit.cli.allocator import keep_freed_memory
 from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.split import ImageData, load_images
 from transferkit.evaluation.metrics import Metrics, compute_metrics
@@ -376,6 +377,7 @@ def main() -> None:
                         help="finished cells, JSON Lines (default WORK/cells.jsonl)")
     parser.add_argument("--fresh", action="store_true", help="train every cell again, recorded or not")
     args = parser.parse_args()
+    keep_freed_memory()  # as `transferkit train` does on a CPU (cli/allocator.py): every cell alike
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # training's log lines on the console
     sizes = parse_sizes(args.sizes or ("10,100" if args.quick else "10,100,1000" if args.cpu_full
                                        else "10,100,1000,full"))

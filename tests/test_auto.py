@@ -70,6 +70,9 @@ def test_fine_tuning_is_kept_only_when_it_beats_the_probe(tmp_path: Path) -> Non
     assert set(scores) == {"extract", "finetune"} and "augmentation_test" in meta
     probe = json.loads((tmp_path / "run" / AUTO_DIR / "extract" / "model.json").read_text())
     assert probe["probe"]["refit_images"] == 42 and probe["best"].startswith("logistic regression, C=")
+    tuned = json.loads((tmp_path / "run" / AUTO_DIR / "finetune" / "model.json").read_text())
+    assert {epoch["stage"] for epoch in tuned["history"]} == {"fine-tune"}  # from the probe's head: no stage 1
+    assert "stage 1 skipped" in (tmp_path / "run" / "train.log").read_text()
     paired = meta["paired_test"]  # 12 validation images, under SMALL_VALIDATION: the paired test decides
     assert paired["images"] == 12
     gap = (paired["only_finetune_right"] - paired["only_probe_right"]) / paired["images"]

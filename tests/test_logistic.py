@@ -53,6 +53,12 @@ def test_the_head_gives_the_refit_on_every_image_and_validation_comes_from_the_h
     assert not np.allclose(fitted.val_probs, probs, atol=1e-3)  # the refit has seen these images
     (epoch,) = fitted.history
     assert epoch.val_accuracy == pytest.approx(np.mean(held_out.argmax(1) == yv))
+    # The warm start for fine-tuning is the held-out fit: its validation images stay unseen.
+    warm = build_head(x.shape[1], 4, HeadConfig(0, 0.2))
+    warm.load_state_dict(fitted.warm_start)
+    warm.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(warm(torch.from_numpy(xv)).softmax(1).numpy(), held_out, atol=1e-5)
 
 
 def test_c_is_the_cross_validations_best() -> None:

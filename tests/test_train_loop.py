@@ -14,7 +14,7 @@ from transferkit.data.split import load_images
 from transferkit.model import TransferModel
 from transferkit.runtime import Runtime
 from transferkit.training.learner import Learner
-from transferkit.training.loop import Stage, train_one_epoch
+from transferkit.training.loop import Callback, LoopState, Stage, train_one_epoch
 from transferkit.training.schedule import class_weights, group_lrs, lr_at
 
 
@@ -159,3 +159,31 @@ def test_a_second_fit_with_the_same_stage_name_trains_again(photo_data: Path) ->
     again = learner.fit(epochs=1, lr=3e-3, warmup_epochs=0, name="head")  # used to train 0 epochs
     assert [(r.stage, r.epoch) for r in again] == [("head", 1)]
     assert [r.stage for r in learner.history] == ["head", "head"]
+
+
+class _HeadAtStart(Callback):
+    """Records the head's weights as each stage starts."""
+
+    def __init__(self, model: TransferModel) -> None:
+        self.model, self.at_start = model, {}
+
+    def before_fit(self, stage: Stage, state: LoopState) -> None:
+        self.at_start[stage.name] = {k: v.clone() for k, v in self.model.head.state_dict().items()}
+
+
+def test_a_fitted_head_skips_stage_one_and_fine_tuning_starts_from_it(photo_data: Path) -> None:
+    torch.manual_seed(0)
+    data = load_images(photo_data, val_split=0.25, seed=0)
+    model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
+    with torch.no_grad():  # a head "fitted" elsewhere: any weights that are not the fresh initialisation
+        for p in model.head.parameters():
+            p.mul_(-2.0).add_(0.01)
+    fitted = {k: v.clone() for k, v in model.head.state_dict().items()}
+    recorder = _HeadAtStart(model)
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0), callbacks=[recorder])
+    history = learner.fine_tune(epochs=2, fine_tune_epochs=1, unfreeze_blocks=1, head_fitted=True)
+    assert [r.stage for r in history] == ["fine-tune"]  # no probe, no head epochs: no pass of the base for them
+    assert list(recorder.at_start) == ["fine-tune"]
+    for key, value in recorder.at_start["fine-tune"].items():
+        assert torch.equal(value, fitted[key]), key
+    assert model.trainable_blocks() == ["conv_head"]

@@ -15,7 +15,9 @@ the linear probe.
    cached features, trained with and without a view of each training image under that augmentation added. One
    that costs the probe accuracy (a flip for digits, text, anything with handedness; rotation where orientation
    is the class; zoom where size is) is left out of the augmentation.
-4. Fine-tuning (`finetune`, with that augmentation) runs, and replaces the probe only if it is better on the same
+4. Fine-tuning (`finetune`, with that augmentation) runs, starting from the logistic probe's head as fitted on
+   the training split (linear probing, then fine-tuning: no stage 1 of the head on the frozen base, whose
+   epochs cost a pass of the base each), and replaces the probe only if it is better on the same
    validation images: on a split of `SMALL_VALIDATION` images or more, at least the same accuracy (with that much
    data the size x similarity table's prior is fine-tuning, and the prior breaks a tie);
    on a smaller one, a win beyond the split's noise, by a one-sided exact McNemar test at p < 0.05 on the images
@@ -140,7 +142,8 @@ def train_auto(run: Run, extract: Callable[[Run], TrainResult], images: Callable
             augmentation = tested.apply(augmentation)
             log.info(f"augmentation test (cross-validated probe, {tested.images} images): {tested.describe()}")
         tuned = images(replace(run, out=run.out / AUTO_DIR / "finetune",
-                               cfg=replace(cfg, strategy="finetune", augmentation=augmentation)))
+                               cfg=replace(cfg, strategy="finetune", augmentation=augmentation),
+                               head=probe.warm_start))
         scores["finetune"] = tuned.val_metrics.accuracy
         keep_tuned, why = _decide(probe, tuned, small, record)
         chosen = tuned if keep_tuned else probe

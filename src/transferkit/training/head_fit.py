@@ -52,6 +52,7 @@ class HeadFit:
     val_labels: np.ndarray
     details: dict[str, Any] | None = None
     calibration: CalibrationSet | None = None  # to fit the temperature on, if not the validation probabilities
+    warm_start: dict[str, torch.Tensor] | None = None  # the head fitted on the training split alone, if kept apart
 
     def calibration_set(self) -> CalibrationSet:
         return self.calibration or CalibrationSet.validation(self.val_probs, self.val_labels)

@@ -10,7 +10,9 @@ model's linear head, the standardisation folded into its weights, so the bundle 
    on).
 3. Refitted with the same C on the training and validation images together: the head that is kept. Once the
    setting is chosen, the held-out images are more data for the same recipe (with 10 images per class, the
-   2 per class held out are a fifth of it); its validation score is the held-out fit's.
+   2 per class held out are a fifth of it); its validation score is the held-out fit's. The held-out fit's
+   head is returned too (`HeadFit.warm_start`): auto's fine-tuning starts from it, so its validation images
+   stay held out.
 4. The calibration temperature is fitted on every held-out probability the recipe made with that C: the
    cross-validation's out-of-fold ones on the training rows and the held-out fit's on the validation split,
    five times the images of the validation split alone (over 10 splits of the bundled sample, a mean ECE of
@@ -138,6 +140,8 @@ def fit_logistic_head(head: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
     held_out = _classifier(cv.chosen, cfg.class_weights).fit(xt, yt)
     train_probs = _probabilities(held_out, xt, num_classes)
     val_probs = _probabilities(held_out, xv, num_classes)
+    _into_linear(held_out, head[-1])
+    warm_start = {name: tensor.detach().clone() for name, tensor in head.state_dict().items()}
     every = _classifier(cv.chosen, cfg.class_weights).fit(np.concatenate([xt, xv]), np.concatenate([yt, yv]))
     _into_linear(every, head[-1])
     head.eval()
@@ -154,4 +158,4 @@ def fit_logistic_head(head: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
                                      f"the cross-validation, {len(yv)} validation)")
         details["temperature_fitted_on"] = calibration.what
     return HeadFit([result], f"logistic regression, C={cv.chosen:g}", val_probs.astype(np.float32), yv, details,
-                   calibration)
+                   calibration, warm_start)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from transferkit.data.files import LabelledFiles, load_labelled
 from transferkit.data.repeats import LEAK
@@ -40,6 +42,8 @@ class Run:
     resume: bool = False
     features: Path | None = None  # the feature cache of the extract strategy (default out/features)
     started: float = 0.0  # time.perf_counter() at the start
+    # A head fitted already on the training split (auto's probe): `finetune` starts from it and skips stage 1.
+    head: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     @property
     def source(self) -> Path:
@@ -64,6 +68,7 @@ class TrainResult:
     skipped: list[tuple[Path, str]]
     validation: LabelledFiles | None = None  # the validation split, for a report on it
     val_scored: Scored | None = None  # the model's validation probabilities as held out (temperature 1)
+    warm_start: dict[str, torch.Tensor] | None = None  # extract: the head fitted on the training split alone
 
 
 def log_data(data: ImageData, out: Path) -> None:

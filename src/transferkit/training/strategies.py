@@ -109,6 +109,8 @@ def _train_images(run: Run) -> TrainResult:
                                           cfg.weights, cfg.layer, cfg.input_size)
     model.train_bn = cfg.train_bn
     log_backbone(model)
+    if run.head is not None:
+        model.head.load_state_dict(run.head)
     run_fingerprint = fingerprint(cfg, data, run.runtime.world_size)
     main = run.runtime.is_main
     state = resume_point(run.out, run_fingerprint, tidy=main) if run.resume else None
@@ -124,7 +126,7 @@ def _train_images(run: Run) -> TrainResult:
     fine_tune_epochs = cfg.fine_tune_epochs if cfg.strategy == "finetune" else 0
     learner.fine_tune(epochs=cfg.epochs, lr=cfg.lr, fine_tune_epochs=fine_tune_epochs, fine_tune_lr=cfg.fine_tune_lr,
                       unfreeze_blocks=cfg.unfreeze_blocks, probe_epochs=cfg.probe_epochs, lr_spread=cfg.lr_spread,
-                      patience=cfg.patience, warmup_epochs=cfg.warmup_epochs)
+                      patience=cfg.patience, warmup_epochs=cfg.warmup_epochs, head_fitted=run.head is not None)
     weights = distributed.parameters_agree(model) if run.runtime.world_size > 1 else None
     val_metrics, test_metrics, val_scored = distributed.gather(
         (summary.val_metrics, summary.test_metrics, summary.val_scored))[0]  # rank 0's
@@ -196,7 +198,7 @@ def _train_on_features(run: Run, fitter: HeadFitter = fit_head) -> TrainResult:
     distributed.barrier()
     val_scored = Scored([s.path for s in data.val.samples], fitted.val_labels, fitted.val_probs, [])
     return TrainResult(model, run.out, fitted.history, val_metrics, test_metrics, list(data.skipped), data.val,
-                       val_scored)
+                       val_scored, fitted.warm_start)
 
 
 def _train_auto(run: Run) -> TrainResult:
