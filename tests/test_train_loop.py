@@ -187,3 +187,11 @@ def test_a_fitted_head_skips_stage_one_and_fine_tuning_starts_from_it(photo_data
     for key, value in recorder.at_start["fine-tune"].items():
         assert torch.equal(value, fitted[key]), key
     assert model.trainable_blocks() == ["conv_head"]
+
+
+def test_a_fitted_head_still_gets_stage_one_when_nothing_is_fine_tuned(photo_data: Path) -> None:
+    data = load_images(photo_data, val_split=0.25, seed=0)
+    model = TransferModel.from_pretrained("efficientnet_lite0", list(data.classes))
+    learner = Learner(model, data, batch_size=8, runtime=Runtime.detect(workers=0))
+    history = learner.fine_tune(epochs=1, fine_tune_epochs=0, probe_epochs=0, head_fitted=True)
+    assert [r.stage for r in history] == ["head"]  # the stage that trains something, not an empty run

@@ -155,11 +155,13 @@ class Learner:
         spread rates. A resumed learner skips what its run had finished. Returns the whole history.
 
         `head_fitted`: the model's head was fitted on the frozen features already (auto's logistic probe), so
-        stage 1 is skipped and fine-tuning starts from it: linear probing then fine-tuning (LP-FT; Kumar et al.,
-        2022). Stage 1's epochs of the head on augmented images cost a pass of the base each, and at 100
-        Fashion-MNIST images per class they left the best weights at the warm start (benchmarks/RESULTS.md)."""
+        stage 1 is skipped (when stage 2 runs at all) and fine-tuning starts from it: linear probing, then
+        fine-tuning (LP-FT; Kumar et al., 2022). Stage 1's head epochs on augmented images cost a pass of the
+        base each, and at 100 Fashion-MNIST images per class they left the best weights at the warm start
+        (benchmarks/RESULTS.md)."""
         resumed = self._resumed.stage if self._resumed is not None else None
-        if head_fitted and resumed != "fine-tune":
+        tunes = fine_tune_epochs > 0 and unfreeze_blocks != 0
+        if head_fitted and tunes and resumed != "fine-tune":
             log.info("stage 1 skipped: the head starts from the linear probe fitted on the training split")
         elif resumed != "fine-tune":
             self.model.freeze_base()
@@ -167,7 +169,7 @@ class Learner:
             if probe_epochs > 0 and resumed is None:
                 self.probe(probe_epochs, HEAD_LR_RATIO * lr)
             self.fit(epochs, lr, patience=patience, warmup_epochs=warmup_epochs, name="head")
-        if fine_tune_epochs > 0 and unfreeze_blocks != 0:
+        if tunes:
             self.model.unfreeze_top(unfreeze_blocks)
             log.info(f"stage 2: fine-tuning blocks {', '.join(self.model.trainable_blocks())} "
                      f"(up to {fine_tune_epochs} epochs)")
