@@ -165,7 +165,8 @@ class _HeadAtStart(Callback):
     """Records the head's weights as each stage starts."""
 
     def __init__(self, model: TransferModel) -> None:
-        self.model, self.at_start = model, {}
+        self.model = model
+        self.at_start: dict[str, dict[str, torch.Tensor]] = {}
 
     def before_fit(self, stage: Stage, state: LoopState) -> None:
         self.at_start[stage.name] = {k: v.clone() for k, v in self.model.head.state_dict().items()}
